@@ -1,0 +1,35 @@
+# Set-up happens on demand: every target that needs the project depends on the install stamp,
+# which is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+RUN_DIR ?= outputs/make_run
+TRAIN_TIME ?= 00:00:09:00
+
+.PHONY: run test test-fast bench clean-cache
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lyria-train hydra.run.dir=$(RUN_DIR) trainer.max_time=$(TRAIN_TIME)
+	$(BIN)/lyria-generate ckpt=$(RUN_DIR)/checkpoints/best.ckpt n=8 hydra.run.dir=$(RUN_DIR)/samples
+	@cat $(RUN_DIR)/summary.txt
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout=900
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow" --timeout=600
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/data_prep.py
+
+clean-cache:
+	rm -rf .cache/lyria

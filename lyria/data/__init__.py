@@ -1,0 +1,1 @@
+"""Data: sources -> Score cache -> token ids (Arrow) -> Lightning DataModule."""

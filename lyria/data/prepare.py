@@ -1,0 +1,292 @@
+"""Source files -> Score cache -> token ids in a Hugging Face Arrow dataset, with a skip report.
+
+Two caches, both under `data.cache_dir`:
+- `scores/`: each piece converted once (a MIDI file and its metadata, or a record of why it failed),
+  keyed by the piece's own fingerprint, so bounding or widening the corpus re-parses nothing.
+- `tokens/<key>/`: the tokenized splits; the key covers the pieces, the split settings and every
+  tokenizer setting, so a changed setting rebuilds and an unchanged one loads in seconds.
+`data_report.json` sits beside the token cache: counts per style and split, and every skipped piece
+with its reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from symusic import Score
+
+from lyria.data.isolated import isolated_map
+from lyria.data.notes import notes_from_score
+from lyria.data.sources import PieceRef
+from lyria.tokenizers import LyriaTokenizer
+
+log = logging.getLogger(__name__)
+
+CONVERTER_VERSION = 1
+DATASET_VERSION = 1
+SPLITS = ("train", "validation", "test")
+
+
+class NoUsablePiecesError(RuntimeError):
+    """A source gave no piece that could be parsed and tokenized."""
+
+
+@dataclass
+class PreparedData:
+    """The tokenized splits, and where the cache and the report are."""
+
+    splits: Any  # datasets.DatasetDict with SPLITS
+    report: dict
+    report_path: Path
+    cache_path: Path
+    styles: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _locked(path: Path):
+    """One preparer at a time per cache folder (every DDP rank runs the same preparation)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _score_key(ref: PieceRef) -> str:
+    return _digest([CONVERTER_VERSION, ref.piece_id, ref.parse.__module__, ref.parse.__name__, ref.fingerprint])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def convert_piece(job: tuple[PieceRef, str]) -> dict:
+    """Worker: parse one piece, store it as MIDI + metadata. Runs in an isolated process."""
+    ref, prefix = job
+    score = ref.load()
+    piece = notes_from_score(score)
+    if len(piece) == 0:
+        raise ValueError("no notes")
+    meta = {
+        "piece_id": ref.piece_id,
+        "style": ref.style,
+        "content_hash": piece.content_hash(),
+        "n_notes": len(piece),
+        "duration_beats": piece.duration_beats,
+    }
+    _atomic_write(Path(prefix + ".mid"), score.dumps_midi())
+    _atomic_write(Path(prefix + ".json"), json.dumps(meta).encode())
+    return meta
+
+
+def convert_pieces(refs: Sequence[PieceRef], cache_dir: Path, num_proc: int, timeout_s: float) -> tuple[list[dict], list[dict]]:
+    """Returns (converted metadata with `score_path`, skips). Parse failures are cached; timeouts are retried next run."""
+    scores_dir = cache_dir / "scores"
+    converted, skipped, todo = [], [], []
+    for ref in refs:
+        key = _score_key(ref)
+        prefix = scores_dir / key[:2] / key
+        if (meta_path := prefix.with_suffix(".json")).exists() and prefix.with_suffix(".mid").exists():
+            converted.append({**json.loads(meta_path.read_text()), "score_path": str(prefix.with_suffix(".mid"))})
+        elif (skip_path := prefix.with_suffix(".skip.json")).exists():
+            skipped.append(json.loads(skip_path.read_text()))
+        else:
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            todo.append((ref, str(prefix)))
+    if todo:
+        log.info("converting %d pieces (%d cached) with %d processes", len(todo), len(converted), num_proc)
+    for outcome in isolated_map(convert_piece, todo, num_proc=num_proc, timeout_s=timeout_s, desc="converting"):
+        ref, prefix = todo[outcome.index]
+        if outcome.ok:
+            converted.append({**outcome.value, "score_path": prefix + ".mid"})
+            continue
+        skip = {"piece_id": ref.piece_id, "style": ref.style, "origin": ref.origin, "stage": "parse", "reason": outcome.reason}
+        skipped.append(skip)
+        if not outcome.reason.startswith("timed out"):
+            _atomic_write(Path(prefix + ".skip.json"), json.dumps(skip).encode())
+    return converted, skipped
+
+
+def assign_split(piece_id: str, val_fraction: float, test_fraction: float, salt: str = "") -> str:
+    """Deterministic split by a hash of the piece id: the same piece always lands in the same split."""
+    u = int(hashlib.sha1(f"split:{salt}{piece_id}".encode()).hexdigest()[:12], 16) / float(16**12)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "validation"
+    return "train"
+
+
+def dedupe_and_split(pieces: list[dict], val_fraction: float, test_fraction: float, salt: str) -> tuple[list[dict], list[dict]]:
+    """Removes exact duplicates (same notes) keeping the first piece id, then splits by piece id.
+
+    Keeping one copy of each duplicate group means no piece of a held-out split has a twin in
+    training. If the validation split comes out empty, the train piece nearest the cut moves there.
+    """
+    pieces = sorted(pieces, key=lambda p: p["piece_id"])
+    kept, duplicates, seen = [], [], {}
+    for piece in pieces:
+        if piece["content_hash"] in seen:
+            duplicates.append({"piece_id": piece["piece_id"], "duplicate_of": seen[piece["content_hash"]]})
+            continue
+        seen[piece["content_hash"]] = piece["piece_id"]
+        kept.append({**piece, "split": assign_split(piece["piece_id"], val_fraction, test_fraction, salt)})
+    if kept and val_fraction > 0 and not any(p["split"] == "validation" for p in kept):
+        train = [p for p in kept if p["split"] == "train"]
+        if len(train) >= 2:
+            min(train, key=lambda p: hashlib.sha1(f"split:{salt}{p['piece_id']}".encode()).hexdigest())["split"] = "validation"
+    return kept, duplicates
+
+
+class _Encoder:
+    """datasets.map function: score file -> ids and bar ids, or the reason it failed (picklable)."""
+
+    def __init__(self, tokenizer: LyriaTokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, row: dict) -> dict:
+        try:
+            seq = self.tokenizer.encode(Score(row["score_path"]))
+            if len(seq) == 0:
+                raise ValueError("encodes to zero tokens")
+            return {"ids": seq.ids.tolist(), "bar_ids": seq.bar_ids.tolist(), "error": "", "n_tokens": len(seq)}
+        except Exception as err:  # a piece MidiTok rejects is skipped and reported, never fatal
+            return {"ids": [], "bar_ids": [], "error": f"{type(err).__name__}: {err}", "n_tokens": 0}
+
+
+def prepare_data(
+    source,
+    tokenizer: LyriaTokenizer,
+    cache_dir: str | Path,
+    max_pieces_per_style: int | None = None,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    split_salt: str = "",
+    num_proc: int = 2,
+    parse_timeout_s: float = 60.0,
+) -> PreparedData:
+    """Runs (or loads from cache) the whole preparation for one source and tokenizer."""
+    import datasets
+
+    cache_dir = Path(cache_dir)
+    for style in source.style_names:
+        tokenizer.add_style(style)
+    with _locked(cache_dir / ".lock"):
+        started = time.perf_counter()
+        refs = source.pieces(max_pieces_per_style)
+        if not refs:
+            raise NoUsablePiecesError(f"{source.name}: no pieces found")
+        key = _digest(
+            [
+                DATASET_VERSION,
+                sorted((r.piece_id, _score_key(r)) for r in refs),
+                tokenizer.settings(),
+                tokenizer.styles,
+                val_fraction,
+                test_fraction,
+                split_salt,
+            ]
+        )
+        token_dir = cache_dir / "tokens" / key
+        report_path = token_dir / "data_report.json"
+        if (token_dir / "dataset_dict.json").exists() and report_path.exists():
+            splits = datasets.load_from_disk(str(token_dir))
+            report = json.loads(report_path.read_text())
+            report["cache_hit"] = True
+            log.info("loaded cached dataset %s in %.2f s", token_dir, time.perf_counter() - started)
+            return PreparedData(splits, report, report_path, token_dir, list(tokenizer.styles))
+
+        converted, skipped = convert_pieces(refs, cache_dir, num_proc, parse_timeout_s)
+        kept, duplicates = dedupe_and_split(converted, val_fraction, test_fraction, split_salt)
+        if not kept:
+            raise NoUsablePiecesError(
+                f"{source.name}: none of {len(refs)} pieces could be parsed; first reasons: "
+                + "; ".join(f"{s['piece_id']}: {s['reason']}" for s in skipped[:3])
+            )
+        table = datasets.Dataset.from_list(
+            [
+                {
+                    "piece_id": p["piece_id"],
+                    "style": p["style"],
+                    "style_id": tokenizer.styles.index(p["style"]),
+                    "split": p["split"],
+                    "n_notes": p["n_notes"],
+                    "score_path": p["score_path"],
+                }
+                for p in kept
+            ]
+        )
+        table = table.map(
+            _Encoder(tokenizer),
+            num_proc=num_proc if num_proc > 1 and len(table) >= 4 * num_proc else None,
+            desc="tokenizing",
+            new_fingerprint=key,
+        )
+        for row in table.filter(lambda r: r["error"] != "", new_fingerprint=key + "-err").select_columns(
+            ["piece_id", "style", "error"]
+        ):
+            skipped.append({"piece_id": row["piece_id"], "style": row["style"], "stage": "tokenize", "reason": row["error"]})
+        table = table.filter(lambda r: r["error"] == "", new_fingerprint=key + "-ok").remove_columns(["error", "score_path"])
+        if len(table) == 0:
+            raise NoUsablePiecesError(f"{source.name}: no piece survived tokenization with {tokenizer.name}")
+        splits = datasets.DatasetDict(
+            {s: table.filter(lambda r, s=s: r["split"] == s, new_fingerprint=f"{key}-{s}") for s in SPLITS}
+        )
+        report = _report(source, refs, tokenizer, splits, skipped, duplicates, time.perf_counter() - started)
+        splits.save_to_disk(str(token_dir))
+        report_path.write_text(json.dumps(report, indent=2))
+        log.info(
+            "prepared %d pieces (%d skipped, %d duplicates) in %.1f s -> %s",
+            sum(len(splits[s]) for s in SPLITS),
+            len(skipped),
+            len(duplicates),
+            report["seconds"],
+            token_dir,
+        )
+        report["cache_hit"] = False
+        return PreparedData(splits, report, report_path, token_dir, list(tokenizer.styles))
+
+
+def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> dict:
+    per_style: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        styles = splits[split]["style"]
+        tokens = splits[split]["n_tokens"]
+        for style, n_tokens in zip(styles, tokens):
+            entry = per_style.setdefault(style, {s: 0 for s in SPLITS} | {"tokens": 0})
+            entry[split] += 1
+            entry["tokens"] += n_tokens
+    for skip in skipped:
+        per_style.setdefault(skip["style"], {s: 0 for s in SPLITS} | {"tokens": 0})
+    return {
+        "source": source.name,
+        "tokenizer": tokenizer.name,
+        "styles": list(tokenizer.styles),
+        "pieces_listed": len(refs),
+        "pieces": {s: len(splits[s]) for s in SPLITS},
+        "per_style": per_style,
+        "skipped_count": len(skipped),
+        "skipped": sorted(skipped, key=lambda s: s["piece_id"]),
+        "duplicates_removed": len(duplicates),
+        "duplicates": duplicates,
+        "mean_tokens_per_piece": float(np.mean(splits["train"]["n_tokens"])) if len(splits["train"]) else 0.0,
+        "seconds": round(seconds, 2),
+    }
