@@ -1,0 +1,1 @@
+"""The language model, its blocks, sequence mixers, positional schemes and conditioning."""

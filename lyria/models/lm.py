@@ -1,0 +1,207 @@
+"""LyriaLM: a decoder-only Transformer over MIDI-like events, with swappable mixers and a KV cache.
+
+A block is norm -> mixer -> residual -> norm -> FFN -> residual, with a conditioning hook. Compound
+tokenizers give several ids per step: their embeddings are summed and each field has its own head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from lyria.models.conditioning import Conditioner
+from lyria.models.mixers.base import MixerContext
+from lyria.models.positions import Positional
+
+
+def _plain(cfg: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+@dataclass
+class Cache:
+    """Incremental-decoding state: one entry per layer, the number of tokens seen, their bar ids."""
+
+    layers: list[dict] = field(default_factory=list)
+    length: int = 0
+    bar_ids: Tensor | None = None
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.down = nn.Linear(d_ff, d_model)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.down(self.act(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float, mixer: nn.Module, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.norm1 = nn.LayerNorm(d_model)
+        self.mixer = mixer
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ctx: MixerContext, cond, conditioner: Conditioner, cache: dict | None):
+        mixed, cache = self.mixer(self.norm1(x), ctx, cache)
+        x = x + self.dropout(mixed)
+        x = conditioner.block(x, cond, self.layer)
+        return x + self.ffn(self.norm2(x)), cache
+
+
+class LyriaLM(nn.Module):
+    """`forward(tokens, bar_ids=None, cond=None, cache=None) -> (logits, cache)`.
+
+    tokens: (B, T) ids, or (B, T, F) for compound tokenizers (then logits is a list of F tensors).
+    mixer / conditioning: config dicts with `_target_`; the mixer's optional `position` node picks the
+    positional scheme, shared by all layers.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: list[int],
+        mixer: dict,
+        conditioning: dict | None = None,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_ff: int = 1024,
+        dropout: float = 0.1,
+        max_seq_len: int = 512,
+        tie_embeddings: bool = True,
+        num_styles: int = 0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.vocab_sizes = [int(v) for v in vocab_sizes]
+        self.d_model, self.n_layers, self.max_seq_len = d_model, n_layers, max_seq_len
+        mixer = dict(_plain(mixer))
+        position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
+        self.position: Positional = instantiate(position_cfg, d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
+        self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
+        self.conditioner: Conditioner = instantiate(
+            _plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
+            d_model=d_model,
+            num_styles=num_styles,
+        )
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(
+                d_model,
+                d_ff,
+                dropout,
+                instantiate(mixer, d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
+                if _accepts_layer(mixer)
+                else instantiate(mixer, d_model=d_model, n_heads=n_heads, dropout=dropout),
+                i,
+            )
+            for i in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.heads = nn.ModuleList(nn.Linear(d_model, v, bias=False) for v in self.vocab_sizes)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith(("mixer.out.weight", "ffn.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+        if tie_embeddings:
+            for head, emb in zip(self.heads, self.embeddings):
+                head.weight = emb.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def is_compound(self) -> bool:
+        return len(self.vocab_sizes) > 1
+
+    @property
+    def receptive_fields(self) -> list[int | None]:
+        return [getattr(b.mixer, "receptive_field", None) for b in self.blocks]
+
+    def new_cache(self) -> Cache:
+        return Cache(layers=[{} for _ in self.blocks])
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        if self.is_compound:
+            if tokens.dim() != 3 or tokens.shape[-1] != len(self.vocab_sizes):
+                raise ValueError(f"compound model expects tokens (B, T, {len(self.vocab_sizes)}), got {tuple(tokens.shape)}")
+            return sum(emb(tokens[..., i]) for i, emb in enumerate(self.embeddings))
+        if tokens.dim() != 2:
+            raise ValueError(f"expected tokens (B, T), got {tuple(tokens.shape)}")
+        return self.embeddings[0](tokens)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        bar_ids: Tensor | None = None,
+        cond: dict | None = None,
+        cache: Cache | None = None,
+    ) -> tuple[Tensor | list[Tensor], Cache | None]:
+        length = tokens.shape[1]
+        offset = cache.length if cache is not None else 0
+        positions = torch.arange(offset, offset + length, device=tokens.device)
+        ctx = MixerContext(
+            positions=positions,
+            position=self.position,
+            bar_ids=bar_ids,
+            past_bar_ids=cache.bar_ids if cache is not None else None,
+        )
+        x = self.position.embed(self.embed(tokens), positions)
+        x = self.drop(self.conditioner.embed(x, cond))
+        new_layers = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, ctx, cond, self.conditioner, cache.layers[i] if cache is not None else None)
+            new_layers.append(layer_cache)
+        x = self.norm(x)
+        logits = [head(x) for head in self.heads]
+        if cache is not None:
+            past_bars = cache.bar_ids
+            if bar_ids is not None:
+                past_bars = bar_ids if past_bars is None else torch.cat([past_bars, bar_ids], dim=1)
+            cache = Cache(layers=new_layers, length=offset + length, bar_ids=past_bars)
+        return (logits if self.is_compound else logits[0]), cache
+
+
+def _accepts_layer(mixer_cfg: dict) -> bool:
+    """Mixers that vary with depth (dilation schedules, alternating layers) take `layer` and `n_layers`."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = get_class(mixer_cfg["_target_"])
+    params = inspect.signature(target.__init__).parameters
+    return "layer" in params and "n_layers" in params
+
+
+def build_model(model_cfg: Any, tokenizer) -> LyriaLM:
+    """Builds the model a config describes for a tokenizer's vocabulary."""
+    cfg = dict(_plain(model_cfg))
+    cfg.pop("_target_", None)
+    return LyriaLM(
+        vocab_sizes=tokenizer.vocab_sizes,
+        num_styles=tokenizer.num_style_slots,
+        pad_id=tokenizer.pad_id,
+        **cfg,
+    )

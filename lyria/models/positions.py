@@ -1,0 +1,50 @@
+"""Positional schemes, shared by all layers of a model and chosen by the mixer config.
+
+Each scheme may act at three points: on the token embeddings (`embed`), on queries and keys
+(`rotate`), or as an additive attention bias (`bias`). The base class does nothing at all three, which
+is the "no positional information" baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Positional(nn.Module):
+    """No positional information (NoPE): the causal mask alone tells the model about order."""
+
+    def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
+        super().__init__()
+        self.d_model, self.n_heads, self.max_seq_len = d_model, n_heads, max_seq_len
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        return x
+
+    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        """(H, Tq, Tk) additive attention bias, or None."""
+        return None
+
+
+class RotaryPosition(Positional):
+    """Rotary embeddings (RoPE) on queries and keys; relative by construction, cache-friendly."""
+
+    def __init__(self, d_model: int, n_heads: int, max_seq_len: int, base: float = 10000.0) -> None:
+        super().__init__(d_model, n_heads, max_seq_len)
+        head_dim = d_model // n_heads
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_model/n_heads = {head_dim}")
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _rope(self, x: Tensor, pos: Tensor) -> Tensor:
+        angles = pos.to(torch.float32)[:, None] * self.inv_freq[None, :]  # (T, Dh/2)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
+        return self._rope(q, q_pos), self._rope(k, k_pos)
