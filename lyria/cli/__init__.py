@@ -1,0 +1,5 @@
+"""Thin Hydra entry points; each composes a config from `conf/` and calls one library function."""
+
+from pathlib import Path
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -1,0 +1,285 @@
+"""Token datasets -> training crops and evaluation windows, in an order that a checkpoint can resume.
+
+Every random choice of a training example (which piece, where to crop, how far to transpose) is a
+function of (seed, epoch, position in the epoch), so the data order is fully described by the epoch and
+the number of batches already consumed; that pair goes into the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SequenceLayout:
+    """How a piece becomes a model sequence: BOS, optional style token, the piece, EOS."""
+
+    bos: np.ndarray
+    eos: np.ndarray
+    pad_id: int
+    style_token_ids: Sequence[int] | None = None  # per style slot; None: no style prefix
+
+    def frame(self, ids: np.ndarray, bar_ids: np.ndarray, style_id: int) -> tuple[np.ndarray, np.ndarray]:
+        head = [self.bos]
+        if self.style_token_ids is not None:
+            head.append(np.full_like(self.bos, self.style_token_ids[style_id]))
+        ids = np.concatenate([np.stack(head), ids, self.eos[None]], axis=0)
+        first_bar = bar_ids[0] if len(bar_ids) else 0
+        bars = np.concatenate([np.full(len(head), first_bar), bar_ids, [bar_ids[-1] if len(bar_ids) else 0]])
+        return ids, bars.astype(np.int64)
+
+
+class EpochSampler(Sampler):
+    """Yields (piece index, epoch, position); sharded across ranks; resumable mid-epoch.
+
+    With `balance_styles`, pieces are drawn with replacement so that each style is equally likely,
+    whatever the corpus sizes; otherwise each epoch is a permutation of the pieces.
+    """
+
+    def __init__(
+        self,
+        style_ids: Sequence[int],
+        seed: int,
+        balance_styles: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.style_ids = np.asarray(style_ids)
+        self.seed, self.balance_styles = int(seed), bool(balance_styles)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.epoch = 0
+        self.skip = 0  # examples of this rank's shard already consumed in `epoch` (set on resume)
+        self._skip_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume(self, epoch: int, examples_done: int) -> None:
+        self.epoch, self._skip_epoch, self.skip = int(epoch), int(epoch), int(examples_done)
+
+    def _order(self) -> np.ndarray:
+        n = len(self.style_ids)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.balance_styles:
+            styles, counts = np.unique(self.style_ids, return_counts=True)
+            weight_of = dict(zip(styles.tolist(), (1.0 / (len(styles) * counts)).tolist()))
+            weights = np.array([weight_of[s] for s in self.style_ids.tolist()])
+            order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+        else:
+            order = rng.permutation(n)
+        per_rank = -(-n // self.num_replicas)
+        order = np.resize(order, per_rank * self.num_replicas)  # pad by wrapping, as DistributedSampler
+        return order[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        return -(-len(self.style_ids) // self.num_replicas)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        shard = self._order()
+        start = self.skip if self._skip_epoch == self.epoch else 0
+        self.skip = 0
+        for position in range(start, len(shard)):
+            yield int(shard[position]), self.epoch, position * self.num_replicas + self.rank
+
+
+class TrainCrops(Dataset):
+    """A random window of `max_len` tokens (starting at a bar) from a piece, randomly transposed."""
+
+    def __init__(
+        self,
+        split,
+        layout: SequenceLayout,
+        max_len: int,
+        seed: int,
+        transpose_range: Sequence[int] = (0, 0),
+        transposition_tables: dict[int, np.ndarray] | None = None,
+        pitch_field: int | None = None,
+    ) -> None:
+        self.ids = split["ids"]
+        self.bar_ids = split["bar_ids"]
+        self.style_ids = split["style_id"]
+        self.layout, self.max_len, self.seed = layout, max_len, seed
+        self.transpose_range = tuple(transpose_range)
+        self.tables = transposition_tables or {}
+        self.pitch_field = pitch_field
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
+        table = self.tables.get(semitones)
+        if table is None:
+            return ids
+        if ids.ndim == 2:
+            column = table[ids[:, self.pitch_field]]
+            if (column < 0).any():
+                return None
+            out = ids.copy()
+            out[:, self.pitch_field] = column
+            return out
+        out = table[ids]
+        return None if (out < 0).any() else out
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        index, epoch, position = key
+        rng = np.random.default_rng([self.seed, epoch, position])
+        ids, bars = self.layout.frame(np.asarray(self.ids[index]), np.asarray(self.bar_ids[index]), self.style_ids[index])
+        if len(ids) > self.max_len:
+            starts = np.flatnonzero(np.diff(bars, prepend=-1) != 0)
+            starts = starts[starts <= len(ids) - self.max_len] if (starts <= len(ids) - self.max_len).any() else np.array([0])
+            begin = int(rng.choice(starts))
+            ids, bars = ids[begin : begin + self.max_len], bars[begin : begin + self.max_len]
+        lo, hi = self.transpose_range
+        if hi > lo:
+            shift = int(rng.integers(lo, hi + 1))
+            transposed = self._transpose(ids, shift)
+            ids = transposed if transposed is not None else ids
+        return {"tokens": ids, "bar_ids": bars - bars[0], "style_id": self.style_ids[index]}
+
+
+class EvalWindows(Dataset):
+    """Every token of every piece exactly once, in consecutive windows of `max_len` (no augmentation)."""
+
+    def __init__(self, split, layout: SequenceLayout, max_len: int) -> None:
+        self.windows: list[tuple[int, int]] = []
+        self.split, self.layout = split, layout
+        for index, n in enumerate(split["n_tokens"]):
+            framed = n + (3 if layout.style_token_ids is not None else 2)
+            # windows overlap by one token, so that every target after the first is predicted once
+            for begin in range(0, max(framed - 1, 1), max_len - 1):
+                self.windows.append((index, begin))
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index, begin = self.windows[i]
+        row = self.split[index]
+        ids, bars = self.layout.frame(np.asarray(row["ids"]), np.asarray(row["bar_ids"]), row["style_id"])
+        ids, bars = ids[begin : begin + self.max_len], bars[begin : begin + self.max_len]
+        return {"tokens": ids, "bar_ids": bars - bars[0], "style_id": row["style_id"]}
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pads to the longest example; `targets` are the next tokens with padding set to IGNORE_INDEX."""
+    longest = max(len(e["tokens"]) for e in examples)
+    first = np.asarray(examples[0]["tokens"])
+    shape = (len(examples), longest) + first.shape[1:]
+    tokens = np.full(shape, pad_id, dtype=np.int64)
+    bars = np.zeros((len(examples), longest), dtype=np.int64)
+    valid = np.zeros((len(examples), longest), dtype=bool)
+    for row, e in enumerate(examples):
+        n = len(e["tokens"])
+        tokens[row, :n] = e["tokens"]
+        bars[row, :n] = e["bar_ids"]
+        bars[row, n:] = e["bar_ids"][-1]
+        valid[row, :n] = True
+    tokens_t = torch.from_numpy(tokens)
+    targets = tokens_t[:, 1:].clone()
+    targets[~torch.from_numpy(valid[:, 1:])] = IGNORE_INDEX
+    return {
+        "tokens": tokens_t[:, :-1],
+        "targets": targets,
+        "bar_ids": torch.from_numpy(bars[:, :-1]),
+        "style": torch.tensor([int(e["style_id"]) for e in examples], dtype=torch.long),
+    }
+
+
+class MusicDataModule(L.LightningDataModule):
+    """Serves prepared splits; the training order is part of the checkpoint (see `state_dict`)."""
+
+    def __init__(
+        self,
+        prepared,
+        tokenizer,
+        max_seq_len: int,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        balance_styles: bool = False,
+        transpose_range: Sequence[int] = (0, 0),
+        style_prefix: bool = False,
+    ) -> None:
+        super().__init__()
+        self.prepared, self.tokenizer = prepared, tokenizer
+        self.max_len = int(max_seq_len) + 1  # inputs and shifted targets both have max_seq_len tokens
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
+        self.num_workers, self.seed = int(num_workers), int(seed)
+        self.balance_styles = bool(balance_styles)
+        self.transpose_range = tuple(int(v) for v in transpose_range)
+        self.layout = SequenceLayout(
+            bos=tokenizer.step_ids(tokenizer.bos_id),
+            eos=tokenizer.step_ids(tokenizer.eos_id),
+            pad_id=tokenizer.pad_id,
+            style_token_ids=[tokenizer.style_token_id(i) for i in range(tokenizer.num_style_slots)] if style_prefix else None,
+        )
+        self._sampler: EpochSampler | None = None
+        self._resume: dict | None = None
+
+    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=_Collate(self.tokenizer.pad_id),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        split = self.prepared.splits["train"]
+        if len(split) == 0:
+            raise ValueError(f"the training split is empty; see {self.prepared.report_path}")
+        lo, hi = self.transpose_range
+        tables = {s: self.tokenizer.transposition_table(s) for s in range(lo, hi + 1) if s != 0}
+        dataset = TrainCrops(split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field)
+        trainer = self.trainer
+        self._sampler = EpochSampler(
+            split["style_id"],
+            seed=self.seed,
+            balance_styles=self.balance_styles,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        if self._resume is not None:
+            self._sampler.resume(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
+            self._resume = None
+        return self._loader(dataset, self.batch_size, self._sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(EvalWindows(self.prepared.splits["validation"], self.layout, self.max_len), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(EvalWindows(self.prepared.splits["test"], self.layout, self.max_len), self.eval_batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the training order stands: the epoch and the batches this rank has consumed in it."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        return {"epoch": int(loop.epoch_progress.current.processed), "batches_done": int(loop.epoch_loop.batch_progress.current.completed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state) if state else None
+
+
+class _Collate:
+    """Picklable collate function for worker processes."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, examples):
+        return collate(examples, self.pad_id)

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimizer and schedule, callbacks, baselines and the train() entry."""

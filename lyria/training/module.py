@@ -1,0 +1,98 @@
+"""The LightningModule: next-token training of LyriaLM with per-token loss, perplexity and accuracy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lyria.data.datamodule import IGNORE_INDEX
+from lyria.models.lm import LyriaLM
+from lyria.training.optim import build_optimizer, warmup_cosine
+
+
+def token_loss(logits: Tensor | list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean NLL summed over fields, correct predictions, counted targets); padding is ignored.
+
+    For compound tokens (targets (B, T, F)) a step is correct when every field is.
+    """
+    if isinstance(logits, Tensor):
+        logits, targets = [logits], targets[..., None]
+    mask = targets[..., 0] != IGNORE_INDEX
+    count = mask.sum()
+    loss = logits[0].new_zeros(())
+    correct = torch.ones_like(mask)
+    for field, field_logits in enumerate(logits):
+        field_targets = targets[..., field]
+        loss = loss + F.cross_entropy(
+            field_logits.float().reshape(-1, field_logits.shape[-1]), field_targets.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+        correct &= field_logits.argmax(-1) == field_targets
+    return loss, (correct & mask).sum(), count
+
+
+class LyriaLightningModule(L.LightningModule):
+    """Hyper-parameters are plain dicts (they land in the checkpoint, which must load with weights_only)."""
+
+    def __init__(
+        self,
+        model: dict,
+        training: dict,
+        vocab_sizes: list[int],
+        num_styles: int,
+        pad_id: int,
+        style_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        model_cfg = {k: v for k, v in model.items() if k != "_target_"}
+        self.model = LyriaLM(vocab_sizes=vocab_sizes, num_styles=num_styles, pad_id=pad_id, **model_cfg)
+        self.training_cfg = training
+
+    def forward(self, tokens: Tensor, bar_ids: Tensor | None = None, cond: dict | None = None, cache=None):
+        return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond={"style": batch["style"]})
+        loss, correct, count = token_loss(logits, batch["targets"])
+        n = max(int(count), 1)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
+        self.log(f"{stage}/ppl", torch.exp(loss.detach()), on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
+        self.log(f"{stage}/acc", correct.float() / n, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; lower training.optimizer.lr")
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.training_cfg
+        opt = cfg["optimizer"]
+        optimizer = build_optimizer(self.model, lr=opt["lr"], weight_decay=opt["weight_decay"], betas=opt["betas"], eps=opt["eps"])
+        total = cfg.get("total_steps") or self._estimated_steps()
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, cfg["warmup_steps"], total, cfg["min_lr_ratio"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _estimated_steps(self) -> int:
+        estimate = self.trainer.estimated_stepping_batches if self.trainer is not None else math.inf
+        if not math.isfinite(estimate):
+            raise ValueError(
+                "training.total_steps is null and the trainer has no step or epoch limit to derive it from; "
+                "set training.total_steps or trainer.max_steps"
+            )
+        return int(estimate)

@@ -1,0 +1,196 @@
+"""`train(cfg)`: build everything from a composed config, fit, score against a unigram baseline.
+
+Called by the `lyria-train` Hydra app and directly by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lyria.config import TrainSchema, build, validate
+from lyria.data.datamodule import MusicDataModule
+from lyria.data.prepare import prepare_data
+from lyria.models.lm import LyriaLM
+from lyria.training.baselines import unigram_log_probs, unigram_loss
+from lyria.training.callbacks import RNGStateCallback
+from lyria.training.module import LyriaLightningModule
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yaml"
+
+
+def build_tokenizer_and_data(cfg: DictConfig):
+    """The tokenizer and the prepared splits (cached); styles are registered on the tokenizer."""
+    tokenizer = build(cfg.tokenizer, "tokenizer")
+    source = build(cfg.data.source, "data.source")
+    data = cfg.data
+    prepared = prepare_data(
+        source,
+        tokenizer,
+        cache_dir=data.cache_dir,
+        max_pieces_per_style=data.max_pieces_per_style,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        split_salt=data.split_salt,
+        num_proc=data.num_proc,
+        parse_timeout_s=data.parse_timeout_s,
+    )
+    return tokenizer, prepared
+
+
+def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
+    return MusicDataModule(
+        prepared,
+        tokenizer,
+        max_seq_len=cfg.model.max_seq_len,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+        balance_styles=cfg.data.balance_styles,
+        transpose_range=list(cfg.data.transpose),
+    )
+
+
+def build_module(cfg: DictConfig, tokenizer) -> LyriaLightningModule:
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    module = LyriaLightningModule(
+        model=model_cfg,
+        training=OmegaConf.to_container(cfg.training, resolve=True),
+        vocab_sizes=tokenizer.vocab_sizes,
+        num_styles=tokenizer.num_style_slots,
+        pad_id=tokenizer.pad_id,
+        style_names=list(tokenizer.styles),
+    )
+    return module
+
+
+def _callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = [build(node, f"callbacks.{name}") for name, node in (cfg.callbacks or {}).items() if node is not None]
+    return callbacks + [RNGStateCallback()]
+
+
+def _logger(cfg: DictConfig):
+    if not cfg.logger or "_target_" not in cfg.logger:
+        return False
+    return build(cfg.logger, "logger")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (metrics, objects): final val loss vs. the unigram baseline, paths; and the built objects."""
+    cfg = validate(cfg, TrainSchema)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_dir = output_dir / CHECKPOINT_DIR
+
+    tokenizer, prepared = build_tokenizer_and_data(cfg)
+    datamodule = build_datamodule(cfg, tokenizer, prepared)
+    module = build_module(cfg, tokenizer)
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=_callbacks(cfg), logger=_logger(cfg), default_root_dir=str(output_dir))
+
+    if trainer.is_global_zero:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(ckpt_dir)
+        (ckpt_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        n_params = sum(p.numel() for p in module.model.parameters())
+        log.info(
+            "model: %.2fM parameters, mixer %s, receptive fields %s; data: %s",
+            n_params / 1e6,
+            cfg.model.mixer.get("_target_"),
+            module.model.receptive_fields,
+            {k: v for k, v in prepared.report["pieces"].items()},
+        )
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    best = _best_checkpoint(trainer)
+    if len(prepared.splits["validation"]) and best is not None:
+        scored = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+        val_loss = float(scored[0]["val/loss"])
+        baseline = unigram_loss(
+            unigram_log_probs(prepared.splits["train"], datamodule.layout, tokenizer.vocab_sizes),
+            datamodule.val_dataloader(),
+        )
+        metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})
+    metrics.update({"global_step": trainer.global_step, "epoch": trainer.current_epoch})
+    paths = {
+        "run_dir": str(output_dir),
+        "best_checkpoint": str(best) if best else None,
+        "last_checkpoint": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
+        "tokenizer": str(ckpt_dir / "tokenizer.json"),
+        "data_report": str(prepared.report_path),
+        "logs": str(trainer.logger.log_dir if trainer.logger and getattr(trainer.logger, "log_dir", None) else output_dir),
+    }
+    if trainer.is_global_zero:
+        _write_summary(output_dir, metrics, paths, prepared.report)
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "tokenizer": tokenizer, "prepared": prepared, "paths": paths}
+
+
+def _best_checkpoint(trainer: L.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    for candidate in (callback.best_model_path, callback.last_model_path):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    return None
+
+
+def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -> None:
+    (output_dir / "summary.json").write_text(json.dumps({"metrics": metrics, "paths": paths}, indent=2))
+    lines = ["", "lyria run summary", "-----------------"]
+    if "final_val_loss" in metrics:
+        lines.append(
+            f"validation loss (best checkpoint): {metrics['final_val_loss']:.4f} nats/token "
+            f"(perplexity {metrics['final_val_ppl']:.2f}); unigram baseline on the same targets: "
+            f"{metrics['unigram_val_loss']:.4f}"
+        )
+    lines.append(f"steps: {metrics['global_step']}")
+    lines.append(
+        f"pieces: {report['pieces']}, skipped: {report['skipped_count']}, duplicates removed: {report['duplicates_removed']}"
+    )
+    lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
+    text = "\n".join(lines) + "\n"
+    (output_dir / "summary.txt").write_text(text)
+    print(text)
+
+
+def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[LyriaLM, Any, dict]:
+    """Model, tokenizer and hyper-parameters from a checkpoint (loaded with weights_only=True)."""
+    from lyria.tokenizers import LyriaTokenizer
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    try:
+        state = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{checkpoint} is not a readable checkpoint (truncated or corrupt?): {err}") from err
+    for key in ("state_dict", "hyper_parameters"):
+        if key not in state:
+            raise ValueError(f"{checkpoint} has no '{key}': not a lyria training checkpoint")
+    hparams = state["hyper_parameters"]
+    tokenizer_path = checkpoint.parent / "tokenizer.json"
+    tokenizer = LyriaTokenizer.load(tokenizer_path)
+    if tokenizer.vocab_sizes != list(hparams["vocab_sizes"]):
+        raise ValueError(
+            f"{tokenizer_path} has vocabulary sizes {tokenizer.vocab_sizes} but {checkpoint} was trained with "
+            f"{hparams['vocab_sizes']}: the tokenizer file does not belong to this checkpoint"
+        )
+    module_cfg = {k: v for k, v in hparams["model"].items() if k != "_target_"}
+    model = LyriaLM(vocab_sizes=hparams["vocab_sizes"], num_styles=hparams["num_styles"], pad_id=hparams["pad_id"], **module_cfg)
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    model.eval()
+    return model, tokenizer, hparams
