@@ -114,7 +114,6 @@ class GenerateSchema:
     seed: int = 0
     prompt: Optional[str] = None
     prompt_bars: Optional[int] = None
-    style: Optional[str] = None
     device: str = "cpu"
     output_dir: str = "samples"
     processors: list[Any] = field(default_factory=list)

@@ -7,6 +7,8 @@ is the "no positional information" baseline.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -25,8 +27,28 @@ class Positional(nn.Module):
         return q, k
 
     def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        """(H, Tq, Tk) additive attention bias, or None."""
+        """Additive attention bias (H, ..., Tq, Tk) for positions (..., Tq) and (..., Tk), or None.
+
+        The leading dimensions let banded attention ask for one bias per block of queries.
+        """
         return None
+
+
+class LearnedPosition(Positional):
+    """Learned absolute position embeddings added to the tokens (GPT-2 style); no use beyond max_seq_len."""
+
+    def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
+        super().__init__(d_model, n_heads, max_seq_len)
+        self.table = nn.Embedding(max_seq_len, d_model)
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        last = int(positions[-1])
+        if last >= self.max_seq_len:
+            raise ValueError(
+                f"learned positions stop at model.max_seq_len={self.max_seq_len}, got position {last}; "
+                "raise model.max_seq_len or pick a relative scheme (rope, alibi, relative)"
+            )
+        return x + self.table(positions)
 
 
 class RotaryPosition(Positional):
@@ -48,3 +70,26 @@ class RotaryPosition(Positional):
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
         return self._rope(q, q_pos), self._rope(k, k_pos)
+
+
+def alibi_slopes(n_heads: int) -> Tensor:
+    """Per-head slopes of ALiBi (Press et al. 2022): a geometric sequence, interleaved when n_heads is no power of 2."""
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = [2.0 ** (-8.0 * (i + 1) / closest) for i in range(closest)]
+    if closest < n_heads:
+        finer = [2.0 ** (-4.0 * (i + 1) / closest) for i in range(2 * closest)]
+        slopes += finer[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class ALiBiPosition(Positional):
+    """ALiBi: no embeddings, a per-head penalty linear in the distance to each key."""
+
+    def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
+        super().__init__(d_model, n_heads, max_seq_len)
+        self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        # Future keys are masked by the caller; clamping keeps their bias finite rather than a reward.
+        distance = (q_pos[..., :, None] - k_pos[..., None, :]).clamp(min=0).to(self.slopes.dtype)
+        return -self.slopes.view(-1, *([1] * distance.dim())) * distance

@@ -1,23 +1,30 @@
-"""Causal multi-head self-attention through PyTorch SDPA (fused kernels where the mask allows)."""
+"""Causal multi-head self-attention through PyTorch SDPA: full, or banded to a sliding window."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lyria.models.mixers.base import Mixer, MixerContext
+from lyria.models.positions import Positional
 
 
 class AttentionMixer(Mixer):
-    """Self-attention; positions come from the shared positional scheme, `window` limits the look-back."""
+    """Self-attention; positions come from the shared positional scheme, `window` limits the look-back.
+
+    With a window, each token sees itself and the `window - 1` tokens before it, and the cost in time
+    and memory is linear in the sequence length (banded attention, see `banded_attention`).
+    """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, window: int | None = None) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         if window is not None and window < 1:
-            raise ValueError(f"attention window must be >= 1 token, got {window}")
+            raise ValueError(f"attention window must be >= 1 token, got window={window}")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.window = window
         self.receptive_field = window
@@ -37,25 +44,73 @@ class AttentionMixer(Mixer):
             v = torch.cat([cache["v"], v], dim=2)
         new_cache = None
         if cache is not None:
-            keep = k.shape[2] if self.window is None else min(k.shape[2], self.window)
-            new_cache = {"k": k[:, :, -keep:], "v": v[:, :, -keep:]}
+            # A windowed query needs only the window - 1 keys before it.
+            keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
+            new_cache = {"k": k[:, :, k.shape[2] - keep :], "v": v[:, :, v.shape[2] - keep :]}
         k_pos = torch.arange(int(q_pos[0]) - past, int(q_pos[-1]) + 1, device=x.device)
-        bias = ctx.position.bias(q_pos, k_pos)
-        dropout = self.dropout if self.training else 0.0
-        if bias is None and self.window is None and past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        elif bias is None and self.window is None and length == 1:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:
-            # An explicit mask (offset causal, window or bias) rules out the flash kernel; SDPA still
-            # picks the memory-efficient kernel where the device has one.
-            rel = q_pos[:, None] - k_pos[None, :]
-            allowed = rel >= 0
-            if self.window is not None:
-                allowed &= rel < self.window
-            mask = torch.zeros(allowed.shape, dtype=q.dtype, device=x.device).masked_fill(~allowed, float("-inf"))
-            if bias is not None:
-                mask = mask + bias.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = self.attend(q, k, v, q_pos, k_pos, ctx.position)
         y = y.transpose(1, 2).reshape(batch, length, -1)
         return self.out(y), new_cache
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, position: Positional) -> Tensor:
+        """(B, H, T, Dh) queries over (B, H, Tk, Dh) keys; the T queries are the last T of the Tk keys."""
+        dropout = self.dropout if self.training else 0.0
+        if self.window is not None:
+            return banded_attention(q, k, v, q_pos, self.window, position, dropout)
+        bias = position.bias(q_pos, k_pos)
+        if bias is None and k.shape[2] == q.shape[2]:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        if bias is None and q.shape[2] == 1:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        # An explicit mask (offset causal, or a bias) rules out the flash kernel; SDPA still picks the
+        # memory-efficient kernel where the device has one.
+        mask = causal_mask(q_pos, k_pos, q.dtype)
+        if bias is not None:
+            mask = mask + bias.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+def causal_mask(q_pos: Tensor, k_pos: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive (Tq, Tk) mask: 0 where the key is not after the query, -inf where it is."""
+    future = q_pos[:, None] < k_pos[None, :]
+    return torch.zeros(future.shape, dtype=dtype, device=q_pos.device).masked_fill(future, float("-inf"))
+
+
+def banded_attention(
+    q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, window: int, position: Positional, dropout: float
+) -> Tensor:
+    """Sliding-window causal attention in blocks of queries, so no (T, Tk) matrix ever exists.
+
+    Queries are cut into blocks of `block = min(window, T)`; block b attends to the `block + window - 1`
+    keys that end at its last query, gathered by `unfold`. Scores then take O(T * (block + window))
+    memory. Each block goes through SDPA with a small mask (the band, and the missing keys before the
+    first one); the fused kernels do not know about bands, so this is the kernel for windows.
+    """
+    batch, heads, length, head_dim = q.shape
+    past = k.shape[2] - length
+    block = min(window, length)
+    n_blocks = math.ceil(length / block)
+    span = block + window - 1
+    pad_queries = n_blocks * block - length
+    pad_keys = max(0, window - 1 - past)
+    first_key = past - (window - 1) + pad_keys  # index, in the left-padded keys, of block 0's first key
+
+    def blocks_of_keys(t: Tensor) -> Tensor:
+        t = F.pad(t, (0, 0, pad_keys, pad_queries))[:, :, first_key:]
+        return t.unfold(2, span, block).transpose(-1, -2)  # (B, H, n_blocks, span, Dh)
+
+    q_blocks = F.pad(q, (0, 0, 0, pad_queries)).view(batch, heads, n_blocks, block, head_dim)
+    start = int(q_pos[0])
+    offsets = torch.arange(n_blocks, device=q.device)[:, None] * block
+    block_q_pos = start + offsets + torch.arange(block, device=q.device)  # (n_blocks, block)
+    block_k_pos = start - (window - 1) + offsets + torch.arange(span, device=q.device)  # (n_blocks, span)
+    distance = block_q_pos[:, :, None] - block_k_pos[:, None, :]
+    allowed = (distance >= 0) & (distance < window) & (block_k_pos >= start - past)[:, None, :]
+    bias = position.bias(block_q_pos, block_k_pos)
+    if bias is None:
+        mask = allowed
+    else:
+        mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+        mask = mask + bias.to(q.dtype)
+    y = F.scaled_dot_product_attention(q_blocks, blocks_of_keys(k), blocks_of_keys(v), attn_mask=mask, dropout_p=dropout)
+    return y.reshape(batch, heads, n_blocks * block, head_dim)[:, :, :length]

@@ -1,0 +1,1 @@
+"""Rendering: Score -> MIDI files (later MusicXML, WAV, piano-roll)."""
