@@ -2,5 +2,17 @@
 
 from lyria.models.mixers.attention import AttentionMixer
 from lyria.models.mixers.base import Mixer, MixerContext
+from lyria.models.mixers.conv import DilatedConvMixer
+from lyria.models.mixers.hierarchical import HierarchicalMixer
+from lyria.models.mixers.hybrid import HybridMixer
+from lyria.models.mixers.relative import RelativeAttentionMixer
 
-__all__ = ["AttentionMixer", "Mixer", "MixerContext"]
+__all__ = [
+    "AttentionMixer",
+    "DilatedConvMixer",
+    "HierarchicalMixer",
+    "HybridMixer",
+    "Mixer",
+    "MixerContext",
+    "RelativeAttentionMixer",
+]
