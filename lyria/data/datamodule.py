@@ -41,7 +41,9 @@ class EpochSampler(Sampler):
     """Yields (piece index, epoch, position); sharded across ranks; resumable mid-epoch.
 
     With `balance_styles`, pieces are drawn with replacement so that each style is equally likely,
-    whatever the corpus sizes; otherwise each epoch is a permutation of the pieces.
+    whatever the corpus sizes; otherwise each epoch is a permutation of the pieces. The sampler
+    counts its own epochs (one per iteration) rather than following the trainer's epoch counter,
+    which a run stopped by `max_steps` advances although the epoch is unfinished.
     """
 
     def __init__(
@@ -55,19 +57,20 @@ class EpochSampler(Sampler):
         self.style_ids = np.asarray(style_ids)
         self.seed, self.balance_styles = int(seed), bool(balance_styles)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
-        self.epoch = 0
-        self.skip = 0  # examples of this rank's shard already consumed in `epoch` (set on resume)
-        self._skip_epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = 0  # the epoch the current (or, before any iteration, the next) pass draws
+        self._next_epoch = 0
+        self._skip = 0
 
     def resume(self, epoch: int, examples_done: int) -> None:
-        self.epoch, self._skip_epoch, self.skip = int(epoch), int(epoch), int(examples_done)
+        """Continue inside `epoch` after this rank consumed `examples_done` of its shard."""
+        if examples_done >= len(self):
+            epoch, examples_done = epoch + 1, 0
+        self.epoch = self._next_epoch = int(epoch)
+        self._skip = int(examples_done)
 
-    def _order(self) -> np.ndarray:
+    def _order(self, epoch: int) -> np.ndarray:
         n = len(self.style_ids)
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, epoch])
         if self.balance_styles:
             styles, counts = np.unique(self.style_ids, return_counts=True)
             weight_of = dict(zip(styles.tolist(), (1.0 / (len(styles) * counts)).tolist()))
@@ -83,11 +86,12 @@ class EpochSampler(Sampler):
         return -(-len(self.style_ids) // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        shard = self._order()
-        start = self.skip if self._skip_epoch == self.epoch else 0
-        self.skip = 0
+        epoch = self.epoch = self._next_epoch
+        self._next_epoch += 1
+        start, self._skip = self._skip, 0
+        shard = self._order(epoch)
         for position in range(start, len(shard)):
-            yield int(shard[position]), self.epoch, position * self.num_replicas + self.rank
+            yield int(shard[position]), epoch, position * self.num_replicas + self.rank
 
 
 class TrainCrops(Dataset):
@@ -138,7 +142,7 @@ class TrainCrops(Dataset):
             begin = int(rng.choice(starts))
             ids, bars = ids[begin : begin + self.max_len], bars[begin : begin + self.max_len]
         lo, hi = self.transpose_range
-        if hi > lo:
+        if (lo, hi) != (0, 0):
             shift = int(rng.integers(lo, hi + 1))
             transposed = self._transpose(ids, shift)
             ids = transposed if transposed is not None else ids
@@ -266,10 +270,10 @@ class MusicDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, int]:
         """Where the training order stands: the epoch and the batches this rank has consumed in it."""
         trainer = self.trainer
-        if trainer is None:
+        if trainer is None or self._sampler is None:
             return {}
-        loop = trainer.fit_loop
-        return {"epoch": int(loop.epoch_progress.current.processed), "batches_done": int(loop.epoch_loop.batch_progress.current.completed)}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"epoch": int(self._sampler.epoch), "batches_done": int(done)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = dict(state) if state else None

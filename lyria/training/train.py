@@ -75,9 +75,9 @@ def build_module(cfg: DictConfig, tokenizer) -> LyriaLightningModule:
     return module
 
 
-def _callbacks(cfg: DictConfig) -> list[L.Callback]:
+def _callbacks(cfg: DictConfig, extra: list[L.Callback]) -> list[L.Callback]:
     callbacks = [build(node, f"callbacks.{name}") for name, node in (cfg.callbacks or {}).items() if node is not None]
-    return callbacks + [RNGStateCallback()]
+    return callbacks + [RNGStateCallback()] + list(extra)
 
 
 def _logger(cfg: DictConfig):
@@ -86,8 +86,11 @@ def _logger(cfg: DictConfig):
     return build(cfg.logger, "logger")
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns (metrics, objects): final val loss vs. the unigram baseline, paths; and the built objects."""
+def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (metrics, objects): final val loss vs. the unigram baseline, paths; and the built objects.
+
+    `callbacks` are added to those the config lists (tests use it to watch the batches).
+    """
     cfg = validate(cfg, TrainSchema)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -96,7 +99,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)
     module = build_module(cfg, tokenizer)
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=_callbacks(cfg), logger=_logger(cfg), default_root_dir=str(output_dir))
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=_callbacks(cfg, callbacks), logger=_logger(cfg), default_root_dir=str(output_dir))
 
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +118,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     best = _best_checkpoint(trainer)
-    if len(prepared.splits["validation"]) and best is not None:
+    scored = []
+    if len(prepared.splits["validation"]) and best is not None and trainer.limit_val_batches != 0:
         scored = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+    if scored:
         val_loss = float(scored[0]["val/loss"])
         baseline = unigram_loss(
             unigram_log_probs(prepared.splits["train"], datamodule.layout, tokenizer.vocab_sizes),

@@ -1,0 +1,97 @@
+"""The main job end to end on the real configs: train, checkpoint, resume exactly, generate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from symusic import Score
+
+from lyria.generation.generate import generate
+from lyria.training.train import load_model, train
+
+
+class BatchRecorder(L.Callback):
+    """Records a digest of every training batch with the global step it was used at."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, str] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        digest = hashlib.sha1(batch["tokens"].numpy().tobytes() + batch["targets"].numpy().tobytes()).hexdigest()
+        self.batches[trainer.global_step] = digest
+
+
+@pytest.mark.slow
+def test_train_then_generate_on_default_data(compose_train, tmp_path):
+    cfg = compose_train()
+    metrics, objects = train(cfg)
+    paths = objects["paths"]
+    assert metrics["global_step"] == cfg.trainer.max_steps
+    assert torch.isfinite(torch.tensor(metrics["final_val_loss"]))
+    assert metrics["unigram_val_loss"] > 0
+    # Six styles of the music21 corpus, each a label
+    report = json.loads(Path(paths["data_report"]).read_text())
+    assert len(report["styles"]) >= 6 and set(report["per_style"]) == set(report["styles"])
+    # The checkpoint holds plain containers only
+    state = torch.load(paths["last_checkpoint"], weights_only=True)
+    assert state["global_step"] == cfg.trainer.max_steps
+    assert (Path(paths["best_checkpoint"]).parent / "tokenizer.json").is_file()
+    assert (Path(paths["run_dir"]) / "summary.txt").read_text().count("unigram baseline") == 1
+
+    gen_cfg = compose_train(
+        f"ckpt={paths['best_checkpoint']}",
+        "n=3",
+        "max_new_tokens=64",
+        "top_k=8",
+        f"output_dir={tmp_path / 'samples'}",
+        config_name="generate",
+    )
+    index = generate(gen_cfg)
+    assert index["written"] + index["failed"] == 3
+    for sample in index["samples"]:
+        score = Score(str(tmp_path / "samples" / sample["file"]))
+        assert score.note_num() == sample["n_notes"] > 0
+    for failure in index["failures"]:
+        assert failure["reason"]
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_sees_the_same_next_batch(compose_train, tmp_path):
+    # batch_size 4 over ~20 pieces: 5+ batches an epoch, so step 3 is mid-epoch
+    common = ["data.batch_size=4", "trainer.val_check_interval=100", "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null"]
+    full = BatchRecorder()
+    train(compose_train(*common, "trainer.max_steps=7", f"paths.output_dir={tmp_path / 'full'}"), callbacks=[full])
+
+    first = BatchRecorder()
+    train(compose_train(*common, "trainer.max_steps=3", f"paths.output_dir={tmp_path / 'part'}"), callbacks=[first])
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+
+    resumed = BatchRecorder()
+    train(
+        compose_train(*common, "trainer.max_steps=7", f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"),
+        callbacks=[resumed],
+    )
+    assert min(resumed.batches) == 3
+    assert {s: first.batches[s] for s in range(3)} == {s: full.batches[s] for s in range(3)}
+    assert resumed.batches == {s: full.batches[s] for s in range(3, 7)}
+
+
+@pytest.mark.slow
+def test_midi_folder_with_corrupt_and_empty_files_trains_and_reports_skips(compose_train, midi_folder):
+    cfg = compose_train("data=midi_folder", f"data.path={midi_folder}", "data.max_pieces_per_style=null")
+    metrics, objects = train(cfg)
+    report = objects["prepared"].report
+    assert report["skipped_count"] == 2
+    reasons = {Path(s["piece_id"]).name: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"corrupt.mid", "empty.mid"}
+    assert "empty" in reasons["empty.mid"]
+    assert report["styles"] == ["airs", "jigs"]
+    assert metrics["global_step"] == cfg.trainer.max_steps
+    model, tokenizer, _ = load_model(objects["paths"]["best_checkpoint"])
+    assert tokenizer.styles == ["airs", "jigs"]
