@@ -2,34 +2,48 @@
 
 Special tokens are laid out once, before any musical token, and never move: PAD, BOS, EOS, MASK, the
 task tokens FILL and SEP, then `num_style_slots` style tokens. Styles fill slots in order; adding a
-style or a task later renumbers nothing.
+style or a task later renumbers nothing. A learned vocabulary (BPE) keeps every base id and adds
+merged tokens after them.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import miditok
 import numpy as np
 from hydra.utils import get_class
-from symusic import Score, Track
+from symusic import Note, Score, Track
 
-from lyria.tokenizers.timeline import BarTracker, parse_token
+from lyria.tokenizers.timeline import BarTracker, TimelineTables, parse_token
 
 TASK_TOKENS = ("PAD", "BOS", "EOS", "MASK", "FILL", "SEP")
 STYLE_TOKEN = "Style"
 TOKENIZER_FILE = "tokenizer.json"
 LYRIA_KEY = "lyria"
+NOTE_TOKEN_TYPES = ("Pitch", "NoteOn", "PitchDrum", "DrumOn")
 
 _CONFIG_FIELDS = set(inspect.signature(miditok.TokenizerConfig.__init__).parameters) - {"self", "kwargs"}
+# Options MidiTok reads from TokenizerConfig.additional_params, per tokenizer class.
+_ADDITIONAL_PARAMS = {
+    "REMI": {"max_bar_embedding", "use_bar_end_tokens", "add_trailing_bars"},
+    "Octuple": {"max_bar_embedding"},
+    "MIDILike": {"max_duration"},
+}
 
 
 class TokenizerConfigError(ValueError):
     """A tokenizer setting that MidiTok does not know, or a combination it cannot build."""
+
+
+class PieceTooLongError(ValueError):
+    """A piece the tokenizer would silently cut (Octuple beyond `max_bar_embedding` bars)."""
 
 
 @dataclass
@@ -53,23 +67,22 @@ def _beat_res_from_yaml(beat_res: dict) -> dict[tuple[int, int], int]:
 
 
 def _to_plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        pass
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
-def build_miditok_config(config: dict, num_style_slots: int) -> miditok.TokenizerConfig:
+def build_miditok_config(config: dict, num_style_slots: int, miditok_class: str = "miditok.REMI") -> miditok.TokenizerConfig:
     config = dict(_to_plain(config) or {})
-    unknown = sorted(set(config) - _CONFIG_FIELDS)
+    class_name = miditok_class.rsplit(".", 1)[-1]
+    extra = _ADDITIONAL_PARAMS.get(class_name, set())
+    unknown = sorted(set(config) - _CONFIG_FIELDS - extra)
     if unknown:
         raise TokenizerConfigError(
-            f"unknown tokenizer.config key(s) {unknown}; MidiTok's TokenizerConfig accepts: "
-            f"{sorted(_CONFIG_FIELDS)}"
+            f"unknown tokenizer.config key(s) {unknown} for {class_name}; MidiTok's TokenizerConfig accepts: "
+            f"{sorted(_CONFIG_FIELDS)}" + (f", and {class_name} also {sorted(extra)}" if extra else "")
         )
     if "special_tokens" in config:
         raise TokenizerConfigError(
@@ -80,8 +93,8 @@ def build_miditok_config(config: dict, num_style_slots: int) -> miditok.Tokenize
         config["beat_res"] = _beat_res_from_yaml(config["beat_res"])
     if "beat_res_rest" in config:
         config["beat_res_rest"] = _beat_res_from_yaml(config["beat_res_rest"])
-    for key in ("pitch_range", "drums_pitch_range", "tempo_range", "pitch_bend_range"):
-        if key in config:
+    for key in ("pitch_range", "drums_pitch_range", "tempo_range", "pitch_bend_range", "chord_unknown"):
+        if config.get(key) is not None:
             config[key] = tuple(config[key])
     if "time_signature_range" in config:
         config["time_signature_range"] = {int(k): list(v) for k, v in config["time_signature_range"].items()}
@@ -104,7 +117,7 @@ class LyriaTokenizer:
     ) -> None:
         self.miditok_class = miditok_class
         self.num_style_slots = int(num_style_slots)
-        self.learned_vocab_size = learned_vocab_size
+        self.learned_vocab_size = int(learned_vocab_size) if learned_vocab_size is not None else None
         self.merge_tracks = bool(merge_tracks)
         self.styles: list[str] = []
         if _miditok is not None:
@@ -114,33 +127,54 @@ class LyriaTokenizer:
             if not (isinstance(cls, type) and issubclass(cls, miditok.MusicTokenizer)):
                 raise TokenizerConfigError(f"tokenizer.miditok_class={miditok_class!r} is not a MidiTok tokenizer class")
             try:
-                self.tok = cls(build_miditok_config(config or {}, self.num_style_slots))
-            except (TypeError, ValueError) as err:
+                self.tok = cls(build_miditok_config(config or {}, self.num_style_slots, miditok_class))
+            except (TypeError, ValueError, KeyError) as err:
                 if isinstance(err, TokenizerConfigError):
                     raise
                 raise TokenizerConfigError(f"{miditok_class} cannot be built from tokenizer.config: {err}") from err
-        if learned_vocab_size is not None and self.is_compound:
-            raise TokenizerConfigError(
-                f"tokenizer.learned_vocab_size={learned_vocab_size}: MidiTok cannot learn a vocabulary for the "
-                f"multi-vocabulary tokenizer {type(self.tok).__name__}; use a single-stream tokenizer "
-                "(remi, tsd, midilike, structured) or set tokenizer.learned_vocab_size=null"
-            )
+            # MidiTok switches off what a tokenization cannot represent without a word; say so at start-up
+            dropped = sorted(k for k, v in (_to_plain(config) or {}).items() if k.startswith("use_") and v is True and not getattr(self.tok.config, k))
+            if dropped:
+                raise TokenizerConfigError(
+                    f"{self.name} does not support tokenizer.config {dropped} (MidiTok would silently disable them); set them to false"
+                )
+        if self.learned_vocab_size is not None:
+            if self.is_compound:
+                raise TokenizerConfigError(
+                    f"tokenizer.learned_vocab_size={learned_vocab_size}: MidiTok cannot learn a vocabulary for the "
+                    f"multi-vocabulary tokenizer {type(self.tok).__name__}; use a single-stream tokenizer "
+                    "(remi, tsd, midilike, structured) or set tokenizer.learned_vocab_size=null"
+                )
+            base = len(self.tok.vocab)
+            if self.learned_vocab_size <= base:
+                raise TokenizerConfigError(
+                    f"tokenizer.learned_vocab_size={learned_vocab_size} must be larger than the base vocabulary of "
+                    f"{self.name} ({base} tokens), e.g. {base * 2}"
+                )
         for style in styles or []:
             self.add_style(style)
-        self._tracker_tables = None
+
+    def __getstate__(self) -> dict:
+        # cached tables are rebuilt on demand, so pickles (dataset workers) stay small
+        return {k: v for k, v in self.__dict__.items() if k not in ("timeline_tables", "grammar", "_learned_tokens")}
 
     # ----------------------------------------------------------------- vocabulary
     @property
     def name(self) -> str:
-        return type(self.tok).__name__
+        return type(self.tok).__name__ + ("+BPE" if self.is_trained else "")
 
     @property
     def is_compound(self) -> bool:
         return bool(self.tok.is_multi_voc)
 
     @property
+    def is_trained(self) -> bool:
+        """Whether a learned vocabulary (BPE) is in use."""
+        return bool(self.tok.is_trained)
+
+    @property
     def vocab_sizes(self) -> list[int]:
-        """One size per field; a single-stream tokenizer has one field."""
+        """One size per field; a single-stream tokenizer has one field (learned tokens included)."""
         if self.is_compound:
             return [len(v) for v in self.tok.vocab]
         return [len(self.tok)]
@@ -148,6 +182,28 @@ class LyriaTokenizer:
     @property
     def vocab_size(self) -> int:
         return sum(self.vocab_sizes)
+
+    @property
+    def base_vocab_size(self) -> int:
+        return len(self.tok.vocab[0]) if self.is_compound else len(self.tok.vocab)
+
+    @property
+    def field_names(self) -> list[str]:
+        """What each field of a compound step holds (MidiTok's first token type of that field), e.g. Pitch."""
+        if not self.is_compound:
+            return ["token"]
+        names: dict[int, str] = {}
+        for token_type, index in self.tok.vocab_types_idx.items():
+            names.setdefault(index, token_type)
+        return [names.get(i, f"field{i}") for i in range(len(self.tok.vocab))]
+
+    def field_index(self, name: str) -> int:
+        """Field holding token type `name` (CPWord's Bar and Position share one)."""
+        if not self.is_compound:
+            raise TokenizerConfigError(f"{self.name} has one token stream; per-field settings need cpword or octuple")
+        if name not in self.tok.vocab_types_idx:
+            raise TokenizerConfigError(f"{self.name} has no field {name!r}; its fields are {self.field_names}")
+        return self.tok.vocab_types_idx[name]
 
     def special_id(self, name: str) -> int:
         vocab = self.tok.vocab[0] if self.is_compound else self.tok.vocab
@@ -204,9 +260,23 @@ class LyriaTokenizer:
             return np.full(len(self.vocab_sizes), token_id, dtype=np.int64)
         return np.asarray(token_id, dtype=np.int64)
 
+    def tokens_of(self, token_id: int, field: int = 0) -> list[str]:
+        """The base token strings an id stands for (several for a learned token)."""
+        if self.is_compound:
+            return [self.tok[field, int(token_id)]]
+        if self.is_trained:
+            return self._learned_tokens[int(token_id)]
+        return [self.tok[int(token_id)]]
+
+    @cached_property
+    def _learned_tokens(self) -> list[list[str]]:
+        model = self.tok._model
+        return [self.tok._vocab_learned_bytes_to_tokens[model.id_to_token(i)] for i in range(len(self.tok))]
+
     # ----------------------------------------------------------------- encode / decode
     def prepare_score(self, score: Score) -> Score:
-        """Merges pitched tracks into one when configured (single-program music such as choirs or tunes)."""
+        """The score as lyria hands it to MidiTok: onsets on the tokenizer's grid, pitched tracks merged when configured."""
+        score = self.quantize_onsets(score)
         if not self.merge_tracks or len(score.tracks) <= 1 or self.tok.config.use_programs:
             return score
         merged = Track("merged", 0, False)
@@ -214,12 +284,62 @@ class LyriaTokenizer:
             if not track.is_drum:
                 merged.notes.extend(track.notes)
         merged.notes.sort()
+        score.tracks = [merged]  # drum tracks need use_programs=true to be kept
+        return score
+
+    def onset_grid(self, score: Score) -> tuple[np.ndarray, np.ndarray]:
+        """(start tick, grid step in ticks) of each time-signature section of `score`, in its own ticks.
+
+        The grid is 1/`max_num_pos_per_beat` of the section's beat (its time signature's denominator);
+        time signatures the tokenizer does not support leave the previous section going, as in MidiTok.
+        """
+        tpq = score.ticks_per_quarter
+        positions = self.tok.config.max_num_pos_per_beat
+        supported = set(map(tuple, self.tok.time_signatures)) if self.tok.config.use_time_signatures else set()
+        starts, steps = [0.0], [tpq / positions]
+        for ts in sorted(score.time_signatures, key=lambda t: t.time):
+            if (ts.numerator, ts.denominator) not in supported:
+                continue
+            step = tpq * 4 / (ts.denominator * positions)
+            if ts.time == starts[-1]:
+                steps[-1] = step
+            else:
+                starts.append(float(ts.time))
+                steps.append(step)
+        return np.asarray(starts), np.asarray(steps)
+
+    def quantize_times(self, score: Score, ticks: np.ndarray) -> np.ndarray:
+        """Ticks of `score` moved to the nearest point of the tokenizer's grid (float ticks)."""
+        starts, steps = self.onset_grid(score)
+        section = np.clip(np.searchsorted(starts, ticks, side="right") - 1, 0, None)
+        return starts[section] + np.round((ticks - starts[section]) / steps[section]) * steps[section]
+
+    def quantize_onsets(self, score: Score) -> Score:
+        """A copy of `score` whose onsets sit on the tokenizer's grid, rounded once.
+
+        MidiTok rounds twice (to its finest resolution, then to each section's grid), which can put a
+        triplet a whole grid step away from its nearest grid point (e.g. 2 2/3 beats -> 2 3/4, not 2 5/8).
+        """
         out = score.copy()
-        out.tracks = [merged]  # drum tracks need use_programs=true to be kept
+        for track in out.tracks:
+            notes = track.notes.numpy()
+            if len(notes["time"]) == 0:
+                continue
+            notes["time"] = np.round(self.quantize_times(score, notes["time"].astype(np.float64))).astype(notes["time"].dtype)
+            track.notes = Note.from_numpy(**notes, ttype="tick")
         return out
 
-    def encode(self, score: Score) -> TokSequence:
-        seqs = self.tok.encode(self.prepare_score(score))
+    def _encode_events(self, score: Score, encode_ids: bool = True):
+        """MidiTok's TokSequence of one piece (one stream); a clipped piece is an error, not a silent loss."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seqs = self.tok.encode(self.prepare_score(score), encode_ids=encode_ids)
+        for warning in caught:
+            if "cannot tokenize entirely" in str(warning.message):
+                raise PieceTooLongError(
+                    f"{self.name}: {str(warning.message).split('. It is')[0].removeprefix('miditok: ')}; raise "
+                    "tokenizer.config.max_bar_embedding to keep the whole piece"
+                )
         if isinstance(seqs, list):
             if len(seqs) != 1:
                 raise TokenizerConfigError(
@@ -227,14 +347,16 @@ class LyriaTokenizer:
                     "or tokenizer.config.use_programs=true so that a piece is one sequence"
                 )
             seqs = seqs[0]
-        ids = np.asarray(seqs.ids, dtype=np.int64)
+        return seqs
+
+    def encode(self, score: Score) -> TokSequence:
+        ids = np.asarray(self._encode_events(score).ids, dtype=np.int64)
         return TokSequence(ids=ids, bar_ids=self.bar_ids(ids))
 
     def decode(self, ids) -> Score:
         """Token ids (specials allowed, they are dropped) -> Score. Raises ValueError if nothing decodes."""
         ids = np.asarray(ids, dtype=np.int64)
-        keep = self._content_mask(ids)
-        ids = ids[keep]
+        ids = ids[self._content_mask(ids)]
         if len(ids) == 0:
             raise ValueError("no musical tokens to decode")
         seq = ids.tolist()
@@ -246,36 +368,104 @@ class LyriaTokenizer:
         first = ids[:, 0] if ids.ndim == 2 else ids
         return first >= self.num_special
 
+    # ----------------------------------------------------------------- learned vocabulary (BPE)
+    def learn_vocabulary(self, score_paths: Sequence[str | Path]) -> None:
+        """Trains MidiTok's BPE to `learned_vocab_size` tokens on these scores (the training split only)."""
+        if self.learned_vocab_size is None:
+            raise TokenizerConfigError("learn_vocabulary needs tokenizer.learned_vocab_size")
+        if not score_paths:
+            raise ValueError("no training pieces to learn a vocabulary from")
+        split = self.tok.config.encode_ids_split
+        chunks = []
+        for path in score_paths:
+            seq = self._encode_events(Score(str(path)), encode_ids=False)
+            parts = seq.split_per_bars() if split == "bar" else seq.split_per_beats() if split == "beat" else [seq]
+            words = [self.tok._ids_to_bytes(part.ids, as_one_str=True) for part in parts if len(part) > 0]
+            if words:
+                chunks.append(words)
+        self.tok.train(vocab_size=self.learned_vocab_size, model="BPE", iterator=chunks)
+        self._forget_tables()
+
+    def use_learned_vocabulary(self, other: "LyriaTokenizer") -> None:
+        """Adopts the learned vocabulary of a loaded tokenizer with the same base settings."""
+        if other.settings()["config"] != self.settings()["config"] or other.learned_vocab_size != self.learned_vocab_size:
+            raise ValueError("the stored learned vocabulary was made for other tokenizer settings")
+        self.tok = other.tok
+        self._forget_tables()
+
+    def _forget_tables(self) -> None:
+        for key in ("timeline_tables", "grammar", "_learned_tokens"):
+            self.__dict__.pop(key, None)
+
     # ----------------------------------------------------------------- bar ids
-    def _tracker(self) -> BarTracker:
-        if self._tracker_tables is None:
-            vocab = self.tok.vocab[0] if self.is_compound else self.tok.vocab
-            id_to_token = {i: t for t, i in vocab.items()}
-            meanings = [parse_token(id_to_token.get(i, "")) for i in range(len(id_to_token))]
-            self._tracker_tables = (meanings, dict(self.tok._tpb_per_ts), self.tok._tpb_tokens_to_ticks)
-        meanings, tpb, ticks = self._tracker_tables
-        if self.tok.config.use_rests:
-            ticks = {k: {**v, **self.tok._tpb_rests_to_ticks.get(k, {})} for k, v in ticks.items()}
-        return BarTracker(meanings=meanings, ticks_per_beat=tpb, duration_ticks=ticks)
+    @cached_property
+    def timeline_tables(self) -> TimelineTables:
+        if self.is_compound:
+            fields = [[(parse_token(self.tok[f, i]),) for i in range(len(v))] for f, v in enumerate(self.tok.vocab)]
+        else:
+            fields = [[tuple(parse_token(t) for t in self.tokens_of(i)) for i in range(len(self.tok))]]
+        return TimelineTables(
+            fields=fields,
+            ticks_per_beat=dict(self.tok._tpb_per_ts),
+            positions_per_beat=self.tok.config.max_num_pos_per_beat,
+            rest_from_note_end=not isinstance(self.tok, miditok.MIDILike),
+        )
 
     def new_bar_tracker(self) -> BarTracker:
-        """A fresh tracker for generation: feed it every sampled id with `step`."""
-        return self._tracker()
+        """A fresh tracker for generation: feed it every sampled step with `step`."""
+        return BarTracker(self.timeline_tables)
 
     def bar_ids(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids)
-        stream = ids[:, 0] if ids.ndim == 2 else ids
-        return self._tracker().run(stream)
+        return self.new_bar_tracker().run(np.asarray(ids))
+
+    # ----------------------------------------------------------------- grammar and note counts
+    @cached_property
+    def grammar(self):
+        """The token grammar the sampler's GrammarMask enforces (see lyria.tokenizers.grammar)."""
+        from lyria.tokenizers.grammar import build_grammar
+
+        return build_grammar(self)
+
+    def note_counts(self) -> np.ndarray:
+        """Note onsets each id of the note field carries (a learned token may hold several): for NLL per note."""
+        field = self.note_field
+        size = self.vocab_sizes[field]
+        return np.array(
+            [sum(t.split("_")[0] in NOTE_TOKEN_TYPES for t in self.tokens_of(i, field)) for i in range(size)], dtype=np.int64
+        )
+
+    @property
+    def note_field(self) -> int:
+        return self._pitch_field() if self.is_compound else 0
 
     # ----------------------------------------------------------------- augmentation
     def transposition_table(self, semitones: int) -> np.ndarray | None:
-        """Maps every id of the pitch-carrying vocabulary to its transposed id (-1 where out of range)."""
+        """Maps every id of the pitch-carrying vocabulary to its transposed id (-1 where none exists).
+
+        A learned token maps to the learned token of its transposed base tokens, or -1 when BPE never
+        merged that transposed sequence (the training crop then stays untransposed).
+        """
+        if self.is_trained:
+            return self._learned_transposition_table(semitones)
         vocab = self.tok.vocab[self._pitch_field()] if self.is_compound else self.tok.vocab
         table = np.arange(len(vocab), dtype=np.int64)
         for token, idx in vocab.items():
-            kind, _, value = token.partition("_")
-            if kind in ("Pitch", "NoteOn", "NoteOff"):
-                table[idx] = vocab.get(f"{kind}_{int(value) + semitones}", -1)
+            transposed = _transpose_token(token, semitones)
+            if transposed != token:
+                table[idx] = vocab.get(transposed, -1)
+        return table
+
+    def _learned_transposition_table(self, semitones: int) -> np.ndarray:
+        learned = self.tok._model.get_vocab()
+        by_tokens = {}
+        for key, idx in learned.items():
+            prefix = key[: len(key) - len("".join(self.tok._vocab_base_id_to_byte[self.tok.vocab[t]] for t in self._learned_tokens[idx]))]
+            by_tokens[(prefix, tuple(self._learned_tokens[idx]))] = idx
+        table = np.arange(len(learned), dtype=np.int64)
+        for (prefix, tokens), idx in by_tokens.items():
+            moved = tuple(_transpose_token(t, semitones) for t in tokens)
+            if moved != tokens:
+                table[idx] = by_tokens.get((prefix, moved), -1) if all(t in self.tok.vocab for t in moved) else -1
         return table
 
     def _pitch_field(self) -> int:
@@ -329,12 +519,23 @@ class LyriaTokenizer:
         )
 
     def settings(self) -> dict:
-        """Everything that changes the ids a score encodes to: part of the dataset cache key."""
+        """Everything that changes the ids a score encodes to: part of the dataset cache key.
+
+        The learned vocabulary itself is a function of these settings and the training split, which
+        the dataset key covers as well.
+        """
+        config = self.tok.config.to_dict(serialize=True)
         return {
             "class": self.miditok_class,
-            "config": self.tok.config.to_dict(serialize=True),
+            "config": config,
             "num_style_slots": self.num_style_slots,
             "learned_vocab_size": self.learned_vocab_size,
             "merge_tracks": self.merge_tracks,
         }
 
+
+def _transpose_token(token: str, semitones: int) -> str:
+    kind, _, value = token.partition("_")
+    if kind in ("Pitch", "NoteOn", "NoteOff"):
+        return f"{kind}_{int(value) + semitones}"
+    return token

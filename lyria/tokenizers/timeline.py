@@ -1,7 +1,11 @@
-"""Token times and bar indices read from a token stream, so `bar_ids` exist for every tokenizer.
+"""Token times, bar indices and note counts read from token ids, so `bar_ids` exist for every tokenizer.
 
 The same tracker serves encoding (bar ids stored in the dataset) and generation (bar ids of tokens
-as they are sampled), so the two can never disagree.
+as they are sampled, and the musical time the grammar masks look at), so the two never disagree.
+Times are in the ticks of MidiTok's decoder (`tokenizer.time_division` per quarter note) and follow
+its decoding rules: a Position counts in steps of 1/`max_num_pos_per_beat` of the current beat, a
+Rest starts from the end of the last note (except in MIDI-Like), a time signature changes the bar
+length from the bar in which it appears.
 """
 
 from __future__ import annotations
@@ -12,95 +16,180 @@ import numpy as np
 
 DEFAULT_TIME_SIGNATURE = (4, 4)
 
+# Inside one compound step, the bar is set first, then its time signature, then the time within it.
+_PRIORITY = {"bar": 0, "bar_number": 0, "timesig": 1, "position": 2, "shift": 2, "rest": 2, "note": 3, "duration": 4, "none": 5}
+_NOTE_TYPES = ("Pitch", "NoteOn", "PitchDrum", "DrumOn", "PitchIntervalTime", "PitchIntervalChord")
+
 
 @dataclass(frozen=True)
 class TokenMeaning:
-    """What one base-vocabulary token does to the running time.
+    """What one base token does to the running time.
 
-    kind: "bar" (start the next bar), "position" (set ticks within the bar), "shift" (advance time),
-    "timesig" (change the bar length from here on), or "none".
+    kind: "bar" (open the next bar), "bar_number" (go to bar `value`, Octuple), "position" (`value`
+    steps into the bar), "shift" (advance by a time token), "rest" (advance after the last note
+    ends), "duration" (a note lasting a time token), "note" (a note onset), "timesig", or "none".
     """
 
     kind: str = "none"
     value: int = 0
     time_signature: tuple[int, int] | None = None
-    duration_token: str | None = None
+    beats: tuple[int, int, int] | None = None  # a time token's (beats, positions, resolution)
+
+    def ticks(self, ticks_per_beat: int) -> int:
+        """A time token in ticks, as MidiTok's `_time_token_to_ticks` computes it."""
+        beat, pos, res = self.beats
+        return (beat * res + pos) * ticks_per_beat // res
 
 
 def parse_token(token: str) -> TokenMeaning:
-    """Reads a MidiTok token string ("Bar_None", "Position_4", "TimeShift_1.0.8", "TimeSig_3/4")."""
+    """Reads a MidiTok token string ("Bar_None", "Bar_12", "Position_4", "TimeShift_1.0.8", "TimeSig_3/4")."""
     kind, _, value = token.partition("_")
     if kind == "Bar":
-        return TokenMeaning("bar")
+        return TokenMeaning("bar") if value == "None" else TokenMeaning("bar_number", int(value))
     if kind == "Position":
         return TokenMeaning("position", int(value))
-    if kind in ("TimeShift", "Rest"):
-        return TokenMeaning("shift", duration_token=value)
+    if kind in ("TimeShift", "Rest", "Duration"):
+        beat, pos, res = (int(v) for v in value.split("."))
+        return TokenMeaning({"TimeShift": "shift", "Rest": "rest", "Duration": "duration"}[kind], beats=(beat, pos, res))
+    if kind in _NOTE_TYPES:
+        return TokenMeaning("note")
     if kind == "TimeSig":
         num, den = value.split("/")
         return TokenMeaning("timesig", time_signature=(int(num), int(den)))
     return TokenMeaning()
 
 
-@dataclass
-class BarTracker:
-    """Follows time (in the tokenizer's ticks) and the bar index through a single token stream.
+@dataclass(frozen=True)
+class TimelineTables:
+    """Per field, the meanings of every id (a tuple: a learned token stands for several base tokens).
 
-    A token belongs to the bar in which its time falls; a Bar token belongs to the bar it opens;
-    tokens before the first bar (BOS, style) belong to bar 0.
+    Built once per tokenizer (`LyriaTokenizer.timeline_tables`); trackers share it.
     """
 
-    meanings: list[TokenMeaning]
-    ticks_per_beat: dict[int, int]
-    duration_ticks: dict[int, dict[str, int]]
+    fields: list[list[tuple[TokenMeaning, ...]]]
+    ticks_per_beat: dict[int, int]  # per time-signature denominator
+    positions_per_beat: int
+    rest_from_note_end: bool = True
+
+    @property
+    def compound(self) -> bool:
+        return len(self.fields) > 1
+
+
+@dataclass
+class BarTracker:
+    """Follows time, the bar index and the number of notes through one sequence, one step at a time.
+
+    A token belongs to the bar in which its time falls: a Bar token to the bar it opens, a time
+    shift to the bar where it lands, tokens before any time token (BOS, style) to bar 0. A learned
+    (BPE) token belongs to the bar of its first base token; a compound step to the bar of its time.
+    """
+
+    tables: TimelineTables
     time: int = 0
-    bars_opened: int = 0
+    bar_opened: bool = False
+    note_end: int = 0
+    n_notes: int = 0
     time_signature: tuple[int, int] = DEFAULT_TIME_SIGNATURE
     # (tick, bar index, bar length in ticks) at each time-signature change, the first at tick 0.
     segments: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.segments:
-            self.segments = [(0, 0, self._bar_length(self.time_signature))]
+            self.segments = [(0, 0, self.bar_length(self.time_signature))]
 
-    def _bar_length(self, time_signature: tuple[int, int]) -> int:
-        num, den = time_signature
-        return num * self.ticks_per_beat.get(den, self.ticks_per_beat[max(self.ticks_per_beat)])
+    # ------------------------------------------------------------------ grid
+    def ticks_per_beat(self, time_signature: tuple[int, int] | None = None) -> int:
+        den = (time_signature or self.time_signature)[1]
+        tpb = self.tables.ticks_per_beat
+        return tpb.get(den, tpb[max(tpb)])
 
-    def _bar_at(self, tick: int) -> int:
-        start, bar0, length = self.segments[-1]
-        for seg in reversed(self.segments):
+    def bar_length(self, time_signature: tuple[int, int]) -> int:
+        return time_signature[0] * self.ticks_per_beat(time_signature)
+
+    def ticks_per_position(self) -> int:
+        return max(self.ticks_per_beat() // self.tables.positions_per_beat, 1)
+
+    @property
+    def bar(self) -> int:
+        """Index of the bar the current time falls in."""
+        return self.bar_at(self.time)
+
+    def bar_at(self, tick: int) -> int:
+        start, bar0, length = self.segments[0]
+        for seg in self.segments:
             if seg[0] <= tick:
                 start, bar0, length = seg
-                break
         return bar0 + max(0, tick - start) // max(length, 1)
 
-    def _bar_start(self, bar: int) -> int:
+    def bar_start(self, bar: int) -> int:
         start, bar0, length = self.segments[0]
         for seg in self.segments:
             if seg[1] <= bar:
                 start, bar0, length = seg
         return start + (bar - bar0) * length
 
-    def step(self, token_id: int) -> int:
-        """Consumes one base token id and returns its bar index."""
-        meaning = self.meanings[token_id]
-        if meaning.kind == "bar":
-            self.time = 0 if self.bars_opened == 0 else self._bar_start(self._bar_at(self.time) + 1)
-            self.bars_opened += 1
-        elif meaning.kind == "position":
-            self.time = self._bar_start(self._bar_at(self.time)) + meaning.value
-        elif meaning.kind == "shift":
-            tpb = self.ticks_per_beat.get(self.time_signature[1], max(self.ticks_per_beat.values()))
-            self.time += self.duration_ticks[tpb][meaning.duration_token]
-        elif meaning.kind == "timesig" and meaning.time_signature != self.time_signature:
-            bar = self._bar_at(self.time)
-            start = self._bar_start(bar)
-            self.time_signature = meaning.time_signature
-            self.segments = [s for s in self.segments if s[0] < start] + [
-                (start, bar, self._bar_length(meaning.time_signature))
-            ]
-        return self._bar_at(self.time)
+    @property
+    def position(self) -> int:
+        """Positions (grid steps) from the start of the current bar to the current time."""
+        return (self.time - self.bar_start(self.bar)) // self.ticks_per_position()
 
-    def run(self, token_ids) -> np.ndarray:
-        return np.fromiter((self.step(int(t)) for t in token_ids), dtype=np.int32, count=len(token_ids))
+    # ------------------------------------------------------------------ stepping
+    def _apply(self, meaning: TokenMeaning) -> None:
+        kind = meaning.kind
+        if kind == "bar":
+            self.time = self.bar_start(self.bar + 1) if self.bar_opened else self.time
+            self.bar_opened = True
+        elif kind == "bar_number":
+            self.time = self.bar_start(meaning.value)
+            self.bar_opened = True
+        elif kind == "position":
+            self.time = self.bar_start(self.bar) + meaning.value * self.ticks_per_position()
+            self.bar_opened = True
+        elif kind == "shift":
+            self.time += meaning.ticks(self.ticks_per_beat())
+        elif kind == "rest":
+            start = max(self.time, self.note_end) if self.tables.rest_from_note_end else self.time
+            self.time = start + meaning.ticks(self.ticks_per_beat())
+            self.bar_opened = True
+        elif kind == "duration":
+            self.note_end = max(self.note_end, self.time + meaning.ticks(self.ticks_per_beat()))
+        elif kind == "note":
+            self.n_notes += 1
+            self.note_end = max(self.note_end, self.time)
+        elif kind == "timesig" and meaning.time_signature != self.time_signature:
+            bar = self.bar
+            start = self.bar_start(bar)
+            self.time_signature = meaning.time_signature
+            self.segments = [s for s in self.segments if s[0] < start] + [(start, bar, self.bar_length(meaning.time_signature))]
+
+    def step(self, ids) -> int:
+        """Consumes one model step (an id, or one id per field) and returns its bar index."""
+        if self.tables.compound:
+            meanings = sorted(
+                (m for table, i in zip(self.tables.fields, np.asarray(ids).tolist()) for m in table[i]),
+                key=lambda m: _PRIORITY[m.kind],
+            )
+            for meaning in meanings:
+                self._apply(meaning)
+            return self.bar
+        meanings = self.tables.fields[0][int(ids)]
+        if not meanings:
+            return self.bar
+        self._apply(meanings[0])
+        bar = self.bar
+        for meaning in meanings[1:]:
+            self._apply(meaning)
+        return bar
+
+    def run(self, ids) -> np.ndarray:
+        """Bar index of every step of a sequence ((T,) ids or (T, F))."""
+        return np.fromiter((self.step(step) for step in ids), dtype=np.int32, count=len(ids))
+
+    def times(self, ids) -> np.ndarray:
+        """Time in ticks after every step (what the tests compare with MidiTok's own event times)."""
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, step in enumerate(ids):
+            self.step(step)
+            out[i] = self.time
+        return out
