@@ -30,7 +30,16 @@ def compose_train(tmp_path, shared_cache):
             f"paths.cache_dir={shared_cache}",
         ]
         if config_name == "train":
-            base += ["trainer=debug", "logger=csv", "data.max_pieces_per_style=4", "data.num_proc=1"]
+            base += [
+                "trainer=debug",
+                "logger=csv",
+                "data.max_pieces_per_style=4",
+                "data.num_proc=1",
+                "model.d_model=64",
+                "model.n_layers=2",
+                "model.d_ff=128",
+                "model.max_seq_len=128",
+            ]
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             return compose(config_name=config_name, overrides=base + list(overrides))
 
