@@ -29,6 +29,7 @@ from lyria.data.isolated import isolated_map
 from lyria.data.notes import notes_from_score
 from lyria.data.sources import PieceRef
 from lyria.tokenizers import LyriaTokenizer
+from lyria.tokenizers.learned import learn_or_load
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ def prepare_data(
         report_path = token_dir / "data_report.json"
         if (token_dir / "dataset_dict.json").exists() and report_path.exists():
             splits = datasets.load_from_disk(str(token_dir))
+            if tokenizer.learned_vocab_size is not None:  # the ids were made with the vocabulary stored beside them
+                tokenizer.use_learned_vocabulary(LyriaTokenizer.load(token_dir))
             report = json.loads(report_path.read_text())
             report["cache_hit"] = True
             log.info("loaded cached dataset %s in %.2f s", token_dir, time.perf_counter() - started)
@@ -221,6 +224,8 @@ def prepare_data(
                 f"{source.name}: none of {len(refs)} pieces could be parsed; first reasons: "
                 + "; ".join(f"{s['piece_id']}: {s['reason']}" for s in skipped[:3])
             )
+        if tokenizer.learned_vocab_size is not None:
+            learn_or_load(tokenizer, [p for p in kept if p["split"] == "train"], cache_dir / "vocab")
         table = datasets.Dataset.from_list(
             [
                 {
@@ -252,6 +257,7 @@ def prepare_data(
         )
         report = _report(source, refs, tokenizer, splits, skipped, duplicates, time.perf_counter() - started)
         splits.save_to_disk(str(token_dir))
+        tokenizer.save(token_dir)
         report_path.write_text(json.dumps(report, indent=2))
         log.info(
             "prepared %d pieces (%d skipped, %d duplicates) in %.1f s -> %s",

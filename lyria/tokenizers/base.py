@@ -378,7 +378,10 @@ class LyriaTokenizer:
         split = self.tok.config.encode_ids_split
         chunks = []
         for path in score_paths:
-            seq = self._encode_events(Score(str(path)), encode_ids=False)
+            try:
+                seq = self._encode_events(Score(str(path)), encode_ids=False)
+            except ValueError:  # the tokenizing stage skips and reports this piece too
+                continue
             parts = seq.split_per_bars() if split == "bar" else seq.split_per_beats() if split == "beat" else [seq]
             words = [self.tok._ids_to_bytes(part.ids, as_one_str=True) for part in parts if len(part) > 0]
             if words:
@@ -524,7 +527,8 @@ class LyriaTokenizer:
         The learned vocabulary itself is a function of these settings and the training split, which
         the dataset key covers as well.
         """
-        config = self.tok.config.to_dict(serialize=True)
+        # through JSON, so a tokenizer built from YAML and one loaded from its file agree (tuples vs lists)
+        config = json.loads(json.dumps(self.tok.config.to_dict(serialize=True), default=str))
         return {
             "class": self.miditok_class,
             "config": config,
