@@ -138,6 +138,14 @@ class LyriaTokenizer:
                 raise TokenizerConfigError(
                     f"{self.name} does not support tokenizer.config {dropped} (MidiTok would silently disable them); set them to false"
                 )
+        config_used = self.tok.config
+        if isinstance(self.tok, miditok.CPWord) and config_used.use_rests and config_used.use_time_signatures:
+            # CPWord carries time signatures on Bar steps, which a rest skips: the decoded meter, and every
+            # onset after it, then drift (MidiTok only warns)
+            raise TokenizerConfigError(
+                "CPWord cannot combine tokenizer.config.use_rests and use_time_signatures: a rest skips the Bar step "
+                "that carries a time-signature change and MidiTok decodes later onsets in the wrong meter; turn one off"
+            )
         if self.learned_vocab_size is not None:
             if self.is_compound:
                 raise TokenizerConfigError(
