@@ -53,9 +53,13 @@ class AttentionMixer(Mixer):
         return self.out(y), new_cache
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, position: Positional) -> Tensor:
-        """(B, H, T, Dh) queries over (B, H, Tk, Dh) keys; the T queries are the last T of the Tk keys."""
+        """(B, H, T, Dh) queries over (B, H, Tk, Dh) keys; the T queries are the last T of the Tk keys.
+
+        With no more keys than the window (short sequences, single-token decoding), every key is in
+        every query's window and plain causal attention is the same computation.
+        """
         dropout = self.dropout if self.training else 0.0
-        if self.window is not None:
+        if self.window is not None and k.shape[2] > self.window:
             return banded_attention(q, k, v, q_pos, self.window, position, dropout)
         bias = position.bias(q_pos, k_pos)
         if bias is None and k.shape[2] == q.shape[2]:
