@@ -111,6 +111,8 @@ class GenerateSchema:
     top_p: Optional[float] = None
     min_p: Optional[float] = None
     repetition_penalty: Optional[float] = None
+    field_temperature: Optional[dict[str, float]] = None
+    field_top_p: Optional[dict[str, float]] = None
     seed: int = 0
     prompt: Optional[str] = None
     prompt_bars: Optional[int] = None

@@ -42,6 +42,26 @@ def prompt_ids(tokenizer, prompt: str | None, prompt_bars: int | None) -> np.nda
     return np.concatenate([bos, ids], axis=0)
 
 
+def decode_or_repair(tokenizer, ids: np.ndarray) -> tuple[Score, str | None]:
+    """Decodes a sample; one that fails or holds no note is repaired by dropping the steps the tokenizer's
+    grammar forbids. Returns (score, what was repaired or None); raises ValueError with both reasons."""
+    try:
+        score = tokenizer.decode(ids)
+        problem = None if score.note_num() else "decoded to a score with no notes"
+    except Exception as err:  # MidiTok's decoders raise many types on illegal sequences
+        score, problem = None, f"{type(err).__name__}: {err}"
+    if problem is None:
+        return score, None
+    repaired, dropped = tokenizer.grammar.repair(ids)
+    try:
+        score = tokenizer.decode(repaired)
+    except Exception as err:
+        raise ValueError(f"{problem}; after dropping {dropped} illegal steps: {type(err).__name__}: {err}") from err
+    if score.note_num() == 0:
+        raise ValueError(f"{problem}; still no notes after dropping {dropped} illegal steps")
+    return score, f"{problem}; repaired by dropping {dropped} illegal steps"
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Writes sample_NNN.mid files and index.json under cfg.output_dir; returns the index."""
     cfg = validate(cfg, GenerateSchema)
@@ -62,8 +82,11 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                 name = f"sample_{index:03d}.mid"
                 entry = {"index": index, "n_tokens": int(len(result.ids)), "prompt_tokens": result.prompt_length, "stop_reason": result.stop_reason}
                 try:
-                    entry["n_notes"] = write_midi(tokenizer.decode(result.ids), out_dir / name)
+                    score, repaired = decode_or_repair(tokenizer, result.ids)
+                    entry["n_notes"] = write_midi(score, out_dir / name)
                     entry["file"] = name
+                    if repaired:
+                        entry["repaired"] = repaired
                     samples.append(entry)
                 except Exception as err:  # counted and reported, never dropped silently
                     failures.append({**entry, "reason": f"{type(err).__name__}: {err}"})
@@ -74,10 +97,14 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "tokenizer": tokenizer.name,
         "seconds": round(time.perf_counter() - started, 2),
         "written": len(samples),
+        "repaired": sum("repaired" in entry for entry in samples),
         "failed": len(failures),
         "samples": samples,
         "failures": failures,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))
-    print(f"wrote {len(samples)} MIDI files to {out_dir} ({len(failures)} failed to decode; see index.json)")
+    print(
+        f"wrote {len(samples)} MIDI files to {out_dir} ({index['repaired']} repaired, {len(failures)} failed to decode; "
+        "see index.json)"
+    )
     return index

@@ -2,6 +2,7 @@
 
 The sampling loop applies them in the order `conf/generate.yaml` lists them; a processor whose
 setting is null does nothing, so a list can name every processor and the command line switch them.
+Temperature and top-p take per-field values for compound tokens (`fields: {Pitch: 0.9}`).
 """
 
 from __future__ import annotations
@@ -9,23 +10,64 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
 @dataclass
 class StepContext:
-    """What a processor may look at: the ids so far (B, T) or (B, T, F), the field, the tokenizer."""
+    """What a processor may look at.
+
+    history: the ids so far (B, T) or (B, T, F); field: the field being drawn; partial: the fields
+    of this step drawn already (B, field); trackers: one BarTracker per row, through the history.
+    """
 
     history: Tensor
     field: int
     tokenizer: Any
     step: int
+    partial: Tensor | None = None
+    trackers: list | None = None
 
 
 class LogitsProcessor:
+    def bind(self, tokenizer) -> None:
+        """Checks the settings against the tokenizer before sampling starts (e.g. field names)."""
+
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
         raise NotImplementedError
+
+
+class PerField(LogitsProcessor):
+    """A setting with one value for every field and optional overrides by field name (compound tokens)."""
+
+    key = "value"
+
+    def __init__(self, value: float | None, fields: dict[str, float] | None = None) -> None:
+        self.value = value
+        self.fields = dict(fields or {})
+        self._by_index: dict[int, float] = {}
+        for v in [value, *self.fields.values()]:
+            if v is not None:
+                self.check(v)
+
+    def check(self, value: float) -> None:
+        """Raises ValueError naming the setting when `value` is out of range."""
+
+    def bind(self, tokenizer) -> None:
+        if self.fields and not tokenizer.is_compound:
+            raise ValueError(
+                f"field_{self.key}={self.fields}: per-field values need a compound tokenizer (cpword, octuple); "
+                f"{tokenizer.name} has one token stream, use {self.key} instead"
+            )
+        try:
+            self._by_index = {tokenizer.field_index(name): v for name, v in self.fields.items()}
+        except ValueError as err:
+            raise ValueError(f"field_{self.key}: {err}") from None
+
+    def setting(self, ctx: StepContext) -> float | None:
+        return self._by_index.get(ctx.field, self.value)
 
 
 class SpecialTokenMask(LogitsProcessor):
@@ -39,14 +81,40 @@ class SpecialTokenMask(LogitsProcessor):
         return logits
 
 
-class Temperature(LogitsProcessor):
-    def __init__(self, temperature: float | None = 1.0) -> None:
-        if temperature is not None and temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature} (for greedy decoding use top_k=1)")
-        self.temperature = temperature
+class GrammarMask(LogitsProcessor):
+    """Forbids ids that would break the tokenizer's grammar here (lyria.tokenizers.grammar), so samples decode.
+
+    Needs the sampler's trackers (ctx.trackers); a row with no legal id left is passed through unchanged
+    and the decoder's repair step deals with it.
+    """
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
-        return logits if self.temperature in (None, 1.0) else logits / self.temperature
+        if ctx.trackers is None:
+            raise ValueError("GrammarMask needs the sampler's bar trackers in the StepContext")
+        grammar = ctx.tokenizer.grammar
+        masks = []
+        for row, tracker in enumerate(ctx.trackers):
+            previous = ctx.history[row, -1].cpu().numpy() if ctx.history.shape[1] else None
+            partial = ctx.partial[row].tolist() if ctx.partial is not None else []
+            allowed = grammar.allowed(ctx.field, tracker, previous, partial)
+            masks.append(allowed if allowed.any() else np.ones_like(allowed))
+        keep = torch.from_numpy(np.stack(masks)).to(logits.device)
+        return logits.masked_fill(~keep, float("-inf"))
+
+
+class Temperature(PerField):
+    key = "temperature"
+
+    def __init__(self, temperature: float | None = 1.0, fields: dict[str, float] | None = None) -> None:
+        super().__init__(temperature, fields)
+
+    def check(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"temperature must be > 0, got {value} (for greedy decoding use top_k=1)")
+
+    def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
+        temperature = self.setting(ctx)
+        return logits if temperature in (None, 1.0) else logits / temperature
 
 
 class TopK(LogitsProcessor):
@@ -62,20 +130,25 @@ class TopK(LogitsProcessor):
         return logits.masked_fill(logits < kth, float("-inf"))
 
 
-class TopP(LogitsProcessor):
+class TopP(PerField):
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches p."""
 
-    def __init__(self, p: float | None = None) -> None:
-        if p is not None and not 0.0 < p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {p}")
-        self.p = p
+    key = "top_p"
+
+    def __init__(self, p: float | None = None, fields: dict[str, float] | None = None) -> None:
+        super().__init__(p, fields)
+
+    def check(self, value: float) -> None:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {value}")
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
-        if self.p is None or self.p >= 1.0:
+        p = self.setting(ctx)
+        if p is None or p >= 1.0:
             return logits
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cumulative - sorted_logits.softmax(-1) >= self.p  # keeps the token that crosses p
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= p  # keeps the token that crosses p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
 

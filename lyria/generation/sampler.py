@@ -37,18 +37,22 @@ class Sampler:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.processors = list(processors)
+        for processor in self.processors:
+            processor.bind(tokenizer)
         self.device = torch.device(device)
 
-    def _sample_fields(self, logits: Tensor | list[Tensor], history: Tensor, step: int, generator: torch.Generator) -> Tensor:
+    def _sample_fields(self, logits: Tensor | list[Tensor], history: Tensor, step: int, generator: torch.Generator, trackers: list) -> Tensor:
+        """Draws a step field by field; each field's processors see the fields already drawn (`partial`)."""
         fields = logits if isinstance(logits, list) else [logits]
-        picks = []
+        picks: list[Tensor] = []
         for index, field_logits in enumerate(fields):
             scores = field_logits[:, -1].float()
-            ctx = StepContext(history=history, field=index, tokenizer=self.tokenizer, step=step)
+            partial = torch.stack(picks, dim=-1) if picks else None
+            ctx = StepContext(history=history, field=index, tokenizer=self.tokenizer, step=step, partial=partial, trackers=trackers)
             for processor in self.processors:
                 scores = processor(scores, ctx)
             probs = scores.softmax(-1)
-            picks.append(torch.multinomial(probs, 1, generator=generator).squeeze(-1))
+            picks.append(torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(scores.device))
         return torch.stack(picks, dim=-1) if isinstance(logits, list) else picks[0]
 
     @torch.inference_mode()
@@ -69,9 +73,9 @@ class Sampler:
             raise ValueError(f"prompt has {len(prompt)} tokens; the model's context is {limit}: shorten it (prompt_bars=...)")
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         trackers = [self.tokenizer.new_bar_tracker() for _ in range(n)]
-        prompt_bars = trackers[0].run(prompt[:, 0] if prompt.ndim == 2 else prompt)
+        prompt_bars = trackers[0].run(prompt)
         for tracker in trackers[1:]:
-            tracker.run(prompt[:, 0] if prompt.ndim == 2 else prompt)
+            tracker.run(prompt)
         tokens = torch.from_numpy(np.repeat(prompt[None], n, axis=0)).to(self.device)
         bars = torch.from_numpy(np.repeat(prompt_bars[None].astype(np.int64), n, axis=0)).to(self.device)
         history, bar_history = [tokens], [bars]
@@ -86,11 +90,12 @@ class Sampler:
                     if not done[i]:
                         reasons[i] = STOP_CONTEXT
                 break
-            step_ids = self._sample_fields(logits, torch.cat(history, dim=1), step, generator).to(self.device)
+            step_ids = self._sample_fields(logits, torch.cat(history, dim=1), step, generator, trackers).to(self.device)
             first = step_ids[..., 0] if step_ids.dim() == 2 else step_ids
             step_ids = torch.where(done.view(-1, *([1] * (step_ids.dim() - 1))), torch.full_like(step_ids, pad), step_ids)
+            rows = step_ids.cpu().numpy()
             new_bars = torch.tensor(
-                [trackers[i].step(int(first[i])) if not done[i] else int(bar_history[-1][i, -1]) for i in range(n)],
+                [trackers[i].step(rows[i]) if not done[i] else int(bar_history[-1][i, -1]) for i in range(n)],
                 dtype=torch.long,
                 device=self.device,
             )[:, None]

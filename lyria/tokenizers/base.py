@@ -420,6 +420,7 @@ class LyriaTokenizer:
             ticks_per_beat=dict(self.tok._tpb_per_ts),
             positions_per_beat=self.tok.config.max_num_pos_per_beat,
             rest_from_note_end=not isinstance(self.tok, miditok.MIDILike),
+            note_offs=isinstance(self.tok, miditok.MIDILike),
         )
 
     def new_bar_tracker(self) -> BarTracker:

@@ -17,7 +17,7 @@ import numpy as np
 DEFAULT_TIME_SIGNATURE = (4, 4)
 
 # Inside one compound step, the bar is set first, then its time signature, then the time within it.
-_PRIORITY = {"bar": 0, "bar_number": 0, "timesig": 1, "position": 2, "shift": 2, "rest": 2, "note": 3, "duration": 4, "none": 5}
+_PRIORITY = {"bar": 0, "bar_number": 0, "timesig": 1, "position": 2, "shift": 2, "rest": 2, "note": 3, "note_off": 3, "duration": 4, "none": 5}
 _NOTE_TYPES = ("Pitch", "NoteOn", "PitchDrum", "DrumOn", "PitchIntervalTime", "PitchIntervalChord")
 
 
@@ -27,7 +27,8 @@ class TokenMeaning:
 
     kind: "bar" (open the next bar), "bar_number" (go to bar `value`, Octuple), "position" (`value`
     steps into the bar), "shift" (advance by a time token), "rest" (advance after the last note
-    ends), "duration" (a note lasting a time token), "note" (a note onset), "timesig", or "none".
+    ends), "duration" (a note lasting a time token), "note" (a note onset; MIDI-Like's NoteOn keeps
+    its pitch in `value`), "note_off" (MIDI-Like's NoteOff of pitch `value`), "timesig", or "none".
     """
 
     kind: str = "none"
@@ -52,7 +53,9 @@ def parse_token(token: str) -> TokenMeaning:
         beat, pos, res = (int(v) for v in value.split("."))
         return TokenMeaning({"TimeShift": "shift", "Rest": "rest", "Duration": "duration"}[kind], beats=(beat, pos, res))
     if kind in _NOTE_TYPES:
-        return TokenMeaning("note")
+        return TokenMeaning("note", int(value) if kind in ("NoteOn", "DrumOn") else 0)
+    if kind in ("NoteOff", "DrumOff"):
+        return TokenMeaning("note_off", int(value))
     if kind == "TimeSig":
         num, den = value.split("/")
         return TokenMeaning("timesig", time_signature=(int(num), int(den)))
@@ -70,6 +73,7 @@ class TimelineTables:
     ticks_per_beat: dict[int, int]  # per time-signature denominator
     positions_per_beat: int
     rest_from_note_end: bool = True
+    note_offs: bool = False  # NoteOn/NoteOff pairs (MIDI-Like): the tracker knows which pitches sound
 
     @property
     def compound(self) -> bool:
@@ -91,6 +95,7 @@ class BarTracker:
     note_end: int = 0
     n_notes: int = 0
     time_signature: tuple[int, int] = DEFAULT_TIME_SIGNATURE
+    sounding: dict[int, int] = field(default_factory=dict)  # pitch -> open NoteOns (MIDI-Like)
     # (tick, bar index, bar length in ticks) at each time-signature change, the first at tick 0.
     segments: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -157,6 +162,10 @@ class BarTracker:
         elif kind == "note":
             self.n_notes += 1
             self.note_end = max(self.note_end, self.time)
+            if self.tables.note_offs:
+                self.sounding[meaning.value] = self.sounding.get(meaning.value, 0) + 1
+        elif kind == "note_off" and self.sounding.get(meaning.value):
+            self.sounding[meaning.value] -= 1
         elif kind == "timesig" and meaning.time_signature != self.time_signature:
             bar = self.bar
             start = self.bar_start(bar)
