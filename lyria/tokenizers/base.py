@@ -367,10 +367,28 @@ class LyriaTokenizer:
         ids = ids[self._content_mask(ids)]
         if len(ids) == 0:
             raise ValueError("no musical tokens to decode")
+        if isinstance(self.tok, miditok.MIDILike):
+            ids = self._close_open_notes(ids)
         seq = ids.tolist()
         if not self.tok.one_token_stream:
             seq = [seq]
         return self.tok.decode(seq)
+
+    def _close_open_notes(self, ids: np.ndarray) -> np.ndarray:
+        """MIDI-Like notes no NoteOff closes (a sample cut by max_new_tokens) end after `max_duration`.
+
+        MidiTok means to do this itself but drops a track whose notes are all still open; closing them
+        with the longest TimeShift and their NoteOffs gives every note what MidiTok would have given it.
+        """
+        tracker = self.new_bar_tracker()
+        tracker.run(ids)
+        open_pitches = [p for p, count in tracker.sounding.items() for _ in range(count)]
+        if not open_pitches:
+            return ids
+        vocab = self.tok.vocab
+        longest = max((t for t in vocab if t.startswith("TimeShift_")), key=lambda t: parse_token(t).ticks(self.tok.time_division))
+        closing = [vocab[longest]] + [vocab[f"NoteOff_{p}"] for p in open_pitches]
+        return np.concatenate([ids, np.asarray(closing, dtype=ids.dtype)])
 
     def _content_mask(self, ids: np.ndarray) -> np.ndarray:
         first = ids[:, 0] if ids.ndim == 2 else ids
