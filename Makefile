@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/make_run
-TRAIN_TIME ?= 00:00:09:00
 
 .PHONY: run test test-fast bench clean-cache
 
@@ -18,9 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lyria-train hydra.run.dir=$(RUN_DIR) trainer.max_time=$(TRAIN_TIME)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lyria-train experiment=quickstart hydra.run.dir=$(RUN_DIR)
 	$(BIN)/lyria-generate ckpt=$(RUN_DIR)/checkpoints/best.ckpt n=8 hydra.run.dir=$(RUN_DIR)/samples
 	@cat $(RUN_DIR)/summary.txt
+	@echo "samples: $(RUN_DIR)/samples (index.json lists every file and any decode failure)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout=900
