@@ -1,4 +1,8 @@
-"""The LightningModule: next-token training of LyriaLM with per-token loss, perplexity and accuracy."""
+"""The LightningModule: next-token training of LyriaLM with per-token loss, perplexity and accuracy.
+
+Validation and test also report NLL per note and bits per note (summed NLL over the epoch divided by
+the notes the targets hold), the likelihood that compares across tokenizers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.aggregation import SumMetric
 
 from lyria.data.datamodule import IGNORE_INDEX
 from lyria.models.lm import LyriaLM
@@ -46,12 +51,18 @@ class LyriaLightningModule(L.LightningModule):
         num_styles: int,
         pad_id: int,
         style_names: list[str] | None = None,
+        note_counts: list[int] | None = None,
+        note_field: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         model_cfg = {k: v for k, v in model.items() if k != "_target_"}
         self.model = LyriaLM(vocab_sizes=vocab_sizes, num_styles=num_styles, pad_id=pad_id, **model_cfg)
         self.training_cfg = training
+        # note onsets each id of `note_field` carries (tokenizer.note_counts(): a learned token may hold several)
+        self.register_buffer("note_counts", torch.tensor(note_counts or [], dtype=torch.long), persistent=False)
+        self.note_field = int(note_field)
+        self.eval_nll, self.eval_notes = SumMetric(), SumMetric()
 
     def forward(self, tokens: Tensor, bar_ids: Tensor | None = None, cond: dict | None = None, cache=None):
         return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
@@ -64,7 +75,27 @@ class LyriaLightningModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
         self.log(f"{stage}/ppl", torch.exp(loss.detach()), on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
         self.log(f"{stage}/acc", correct.float() / n, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
+        if stage != "train" and self.note_counts.numel():
+            targets = batch["targets"] if batch["targets"].dim() == 2 else batch["targets"][..., self.note_field]
+            self.eval_nll.update(loss.detach() * count)
+            self.eval_notes.update(self.note_counts[targets[targets != IGNORE_INDEX]].sum())
         return loss
+
+    def _log_per_note(self, stage: str) -> None:
+        if not self.note_counts.numel():
+            return
+        nll, notes = self.eval_nll.compute(), self.eval_notes.compute()  # summed over ranks
+        self.eval_nll.reset()
+        self.eval_notes.reset()
+        if notes > 0:
+            self.log(f"{stage}/nll_per_note", nll / notes)
+            self.log(f"{stage}/bits_per_note", nll / notes / math.log(2))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_per_note("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_per_note("test")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")

@@ -71,6 +71,8 @@ def build_module(cfg: DictConfig, tokenizer) -> LyriaLightningModule:
         num_styles=tokenizer.num_style_slots,
         pad_id=tokenizer.pad_id,
         style_names=list(tokenizer.styles),
+        note_counts=tokenizer.note_counts().tolist(),
+        note_field=tokenizer.note_field,
     )
     return module
 
