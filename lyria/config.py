@@ -37,6 +37,9 @@ class DataConfig:
     transpose: list[int] = field(default_factory=lambda: [0, 0])
     path: Optional[str] = None
     styles_csv: Optional[str] = None
+    name: Optional[str] = None
+    column: Optional[str] = None
+    streaming: bool = False
 
 
 @dataclass
