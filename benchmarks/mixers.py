@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ TOKENS_PER_BAR = 32  # a dense four-voice chorale bar in REMI
 GENERATION_STEPS = 64  # timed single-token steps after a prefix of length - 64
 CACHE_VS_RECOMPUTE = 1024  # generated tokens for the cache-vs-recompute comparison
 SLIDING_WINDOW = 128
+# Idle OpenMP threads sleep rather than spin: on a shared machine spinning threads turn every small op
+# of single-token decoding into a 10x stall; on an idle one the difference is noise.
+CHILD_ENV = os.environ | {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 # name -> (YAML, overrides, SDPA restricted to the math kernel)
 EXTRA = {
@@ -148,7 +152,7 @@ def run_all(names: list[str], lengths: list[int]) -> list[dict]:
         for length in lengths:
             started = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, __file__, "--point", name, str(length)], capture_output=True, text=True, cwd=ROOT
+                [sys.executable, __file__, "--point", name, str(length)], capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV
             )
             if proc.returncode:
                 point = {"mixer": name, "length": length, "error": proc.stderr.strip().splitlines()[-1]}
@@ -180,7 +184,7 @@ def targets(points: list[dict]) -> list[dict]:
     return found
 
 
-def markdown(points: list[dict], found: list[dict]) -> str:
+def markdown(points: list[dict], found: list[dict], load: dict) -> str:
     lengths = sorted({p["length"] for p in points})
     at = {(p["mixer"], p["length"]): p for p in points}
     names = list(dict.fromkeys(p["mixer"] for p in points))
@@ -189,7 +193,15 @@ def markdown(points: list[dict], found: list[dict]) -> str:
         p = at.get((name, length), {})
         return "error" if "error" in p else (format(p[key], fmt) if key in p else "-")
 
-    lines = ["# Mixer benchmark", "", f"batch 1, {MODEL}, vocab {VOCAB}, fp32, CPU, 2 threads; one fresh process per point.", ""]
+    lines = [
+        "# Mixer benchmark",
+        "",
+        f"batch 1, {MODEL}, vocab {VOCAB}, fp32, CPU, 2 threads (OMP_WAIT_POLICY={CHILD_ENV['OMP_WAIT_POLICY']}); "
+        "one fresh process per point; `python benchmarks/mixers.py` reruns it.",
+        f"Load average (1 min) before / after the run: {load['before']:.1f} / {load['after']:.1f}. Times from a busy "
+        "machine are noisy; memory peaks and the ratios in the targets are not.",
+        "",
+    ]
     for title, key, fmt in (
         ("Forward+backward time (s)", "fwd_bwd_s", ".3f"),
         ("Peak memory above the built model (MB)", "peak_mb", ".0f"),
@@ -229,14 +241,16 @@ def main() -> None:
     unknown = sorted(set(names) - set(variants()))
     if unknown:
         parser.error(f"unknown mixers {unknown}; choose from {list(variants())}")
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     points = run_all(names, args.lengths)
     found = targets(points)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # Timings are only comparable on an otherwise idle machine: the load says whether it was.
+    load = {"before": load_before[0], "after": os.getloadavg()[0]}
     summary = {"model": MODEL, "vocab": VOCAB, "lengths": args.lengths, "points": points, "targets": found,
-               "seconds": time.perf_counter() - started}
+               "seconds": time.perf_counter() - started, "load_average_1min": load}
     (RESULTS / "mixers.json").write_text(json.dumps(summary, indent=2))
-    (RESULTS / "mixers.md").write_text(markdown(points, found))
+    (RESULTS / "mixers.md").write_text(markdown(points, found, load))
     for t in found:
         print(f"{'met' if t['met'] else 'NOT MET':8s} {t['target']}: {t['value']:.2f}")
 

@@ -28,7 +28,8 @@ class DilatedConvMixer(Mixer):
     """Depthwise causal convolution over time (one filter per channel), GELU, then a pointwise projection.
 
     A layer sees (kernel_size - 1) * dilation + 1 tokens; `stack_receptive_field` is what the whole
-    stack of n_layers such mixers sees. `n_heads` belongs to the mixer signature; a convolution has none.
+    stack of n_layers such mixers sees. `n_heads` and `dropout` belong to the mixer signature: a
+    convolution has no heads, and the block already applies dropout to every mixer's output.
     """
 
     def __init__(
