@@ -38,10 +38,11 @@ def mixer_config(name: str, overrides: dict | None = None, window: int | None = 
     return cfg
 
 
-def tiny_lm(cfg: dict, vocab: int = 40, d_model: int = 32, n_layers: int = 4, max_seq_len: int = 512, **kwargs) -> LyriaLM:
+def tiny_lm(cfg: dict, vocab: int = 40, d_model: int = 32, n_layers: int = 4, max_seq_len: int = 512) -> LyriaLM:
     torch.manual_seed(0)
-    model = LyriaLM([vocab], cfg, d_model=d_model, n_layers=n_layers, n_heads=4, d_ff=2 * d_model,
-                    dropout=0.0, max_seq_len=max_seq_len, **kwargs)
+    model = LyriaLM(
+        [vocab], cfg, d_model=d_model, n_layers=n_layers, n_heads=4, d_ff=2 * d_model, dropout=0.0, max_seq_len=max_seq_len
+    )
     return model.eval()
 
 

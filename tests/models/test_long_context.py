@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mixer_config, tiny_lm
+from conftest import mixer_config, tiny_lm, variant_id
 
 LONG_CONTEXT = [
     ("attention_sliding", {}),
@@ -17,7 +17,7 @@ LONG_CONTEXT = [
 LENGTH, GENERATED, TOKENS_PER_BAR = 4096, 48, 24
 
 
-@pytest.mark.parametrize("name,overrides", LONG_CONTEXT, ids=[n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in LONG_CONTEXT])
+@pytest.mark.parametrize("name,overrides", LONG_CONTEXT, ids=[variant_id(v) for v in LONG_CONTEXT])
 def test_train_step_and_generation_at_4096(name, overrides):
     model = tiny_lm(mixer_config(name, overrides, window=None), vocab=64, d_model=64, n_layers=4, max_seq_len=LENGTH)
     tokens = torch.randint(1, 64, (1, LENGTH), generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,5 @@
-"""The mixer contract, for every YAML in conf/model/mixer/: causal, cache equals full forward, receptive fields as configured."""
+"""The mixer contract for every YAML in conf/model/mixer/: causal, cached decoding equals the full
+forward pass, receptive fields as configured."""
 
 from __future__ import annotations
 

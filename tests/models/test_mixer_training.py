@@ -36,7 +36,9 @@ def test_loss_falls_on_chorales(mixer_variant, mixer_cfg, chorale_crops):
     vocab, pad_id, ids, bars = chorale_crops
     torch.manual_seed(0)
     cfg = mixer_config(*mixer_variant, window=None)  # the config's own window: training is what it is for
-    model = LyriaLM([vocab], cfg, d_model=64, n_layers=2, n_heads=4, d_ff=128, dropout=0.0, max_seq_len=CROP, pad_id=pad_id)
+    model = LyriaLM(
+        [vocab], cfg, d_model=64, n_layers=2, n_heads=4, d_ff=128, dropout=0.0, max_seq_len=CROP, pad_id=pad_id
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
     def loss_on(rows: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,6 @@ class HierarchicalMixer(Mixer):
             )
         batch, length, d_model = x.shape
         notes, notes_cache = self.notes(x, ctx, None if cache is None else cache.get("notes", {}))
-        rows = torch.arange(batch, device=x.device)
 
         # Bar slot of every token: how many bars of this sequence ended before the token's bar.
         bar_ids = ctx.bar_ids.to(x.device)
@@ -87,20 +86,22 @@ class HierarchicalMixer(Mixer):
         n_slots = int(done_after.max()) + 1
 
         # Mean of the layer input over each bar; the unfinished bar from earlier calls adds its running sum.
-        sums = x.new_zeros(batch, n_slots, d_model).scatter_add(1, slots[..., None].expand(-1, -1, d_model), x)
-        counts = x.new_zeros(batch, n_slots).scatter_add(1, slots, x.new_ones(batch, length))
+        # Sums and counts stay in fp32: bf16 counts stop being exact at 256 tokens.
+        sums = x.new_zeros(batch, n_slots, d_model, dtype=torch.float32)
+        sums = sums.scatter_add(1, slots[..., None].expand(-1, -1, d_model), x.float())
+        counts = sums.new_zeros(batch, n_slots).scatter_add(1, slots, sums.new_ones(batch, length))
         finished_before = None
         if cache:
-            carry = F.one_hot(done_before, n_slots).to(x.dtype)
+            carry = F.one_hot(done_before, n_slots).float()
             sums = sums + carry[..., None] * cache["bar_sum"][:, None]
             counts = counts + carry * cache["bar_count"][:, None]
             finished_before = cache["bars"]
-        pooled = sums / counts.clamp(min=1)[..., None]
+        pooled = (sums / counts.clamp(min=1)[..., None]).to(x.dtype)
         if finished_before is not None and finished_before.shape[1]:
             pooled = pooled + F.pad(finished_before, (0, 0, 0, n_slots - finished_before.shape[1]))
 
         n_done = int(done_after.max())  # bars some sequence has finished: the only ones anybody attends to
-        if cache and "bar_kv" in cache and torch.equal(done_after, done_before):
+        if cache and torch.equal(done_after, done_before):
             bar_k, bar_v = cache["bar_kv"]
         else:
             bar_k, bar_v = self._bar_keys_values(pooled[:, :n_done])
@@ -116,6 +117,7 @@ class HierarchicalMixer(Mixer):
 
         new_cache = None
         if cache is not None:
+            rows = torch.arange(batch, device=x.device)
             finished = torch.arange(n_done, device=x.device)[None, :] < done_after[:, None]
             new_cache = {
                 "notes": notes_cache,
