@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +23,8 @@ from hydra.utils import get_class
 from symusic import Note, Score, Track
 
 from lyria.tokenizers.timeline import BarTracker, TimelineTables, parse_token
+
+log = logging.getLogger(__name__)
 
 TASK_TOKENS = ("PAD", "BOS", "EOS", "MASK", "FILL", "SEP")
 STYLE_TOKEN = "Style"
@@ -414,6 +417,11 @@ class LyriaTokenizer:
                 chunks.append(words)
         self.tok.train(vocab_size=self.learned_vocab_size, model="BPE", iterator=chunks)
         self._forget_tables()
+        if len(self.tok) < self.learned_vocab_size:
+            log.warning(
+                "%s: BPE stopped at %d tokens, short of tokenizer.learned_vocab_size=%d: the %d training pieces hold no "
+                "more pairs to merge", self.name, len(self.tok), self.learned_vocab_size, len(chunks),
+            )
 
     def use_learned_vocabulary(self, other: "LyriaTokenizer") -> None:
         """Adopts the learned vocabulary of a loaded tokenizer with the same base settings."""
@@ -486,16 +494,31 @@ class LyriaTokenizer:
         return table
 
     def _learned_transposition_table(self, semitones: int) -> np.ndarray:
+        if not getattr(self, "_warned_transposition", False):
+            self._warned_transposition = True
+            log.warning(
+                "%s: with a learned vocabulary a crop transposes only if every learned token has a transposed twin, "
+                "which is rare (see benchmarks/results/tokenizers.md, 'transposable windows'): data.transpose adds "
+                "almost no augmentation; set data.transpose=[0,0] to make that explicit",
+                self.name,
+            )
         learned = self.tok._model.get_vocab()
-        by_tokens = {}
-        for key, idx in learned.items():
-            prefix = key[: len(key) - len("".join(self.tok._vocab_base_id_to_byte[self.tok.vocab[t]] for t in self._learned_tokens[idx]))]
-            by_tokens[(prefix, tuple(self._learned_tokens[idx]))] = idx
+        vocab, to_byte = self.tok.vocab, self.tok._vocab_base_id_to_byte
+
+        def spelled(tokens: list[str]) -> str:
+            return "".join(to_byte[vocab[t]] for t in tokens)
+
         table = np.arange(len(learned), dtype=np.int64)
-        for (prefix, tokens), idx in by_tokens.items():
-            moved = tuple(_transpose_token(t, semitones) for t in tokens)
-            if moved != tokens:
-                table[idx] = by_tokens.get((prefix, moved), -1) if all(t in self.tok.vocab for t in moved) else -1
+        for key, idx in learned.items():
+            tokens = self._learned_tokens[idx]
+            moved = [_transpose_token(t, semitones) for t in tokens]
+            if moved == tokens:
+                continue
+            if not all(t in vocab for t in moved):
+                table[idx] = -1
+                continue
+            prefix = key[: len(key) - len(spelled(tokens))]  # Metaspace's word-start marker, if any
+            table[idx] = learned.get(prefix + spelled(moved), -1)
         return table
 
     def _pitch_field(self) -> int:

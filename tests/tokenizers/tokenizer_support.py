@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lyria.cli import CONF_DIR
@@ -20,10 +19,13 @@ BPE_SIZE = 600
 
 
 def build_tokenizer(name: str, **overrides) -> LyriaTokenizer:
+    """The YAML's tokenizer with dotted-key overrides, built directly so its own errors surface."""
     cfg = OmegaConf.load(TOKENIZER_DIR / f"{name}.yaml")
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, force_add=True)
-    return instantiate(cfg)
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    kwargs.pop("_target_")
+    return LyriaTokenizer(**kwargs)
 
 
 def is_compound(name: str) -> bool:
