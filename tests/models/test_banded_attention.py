@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lyria.models.mixers.attention import banded_attention
 from lyria.models.positions import ALiBiPosition, Positional

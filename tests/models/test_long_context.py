@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mixer_config, tiny_lm, variant_id
+from mixer_cases import mixer_config, tiny_lm, variant_id
 
 LONG_CONTEXT = [
     ("attention_sliding", {}),

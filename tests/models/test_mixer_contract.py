@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import MIXER_DIR, MIXER_NAMES, bar_layout, mixer_config, tiny_lm
+from mixer_cases import MIXER_DIR, MIXER_NAMES, bar_layout, mixer_config, tiny_lm
 
 from lyria.models.mixers import AttentionMixer, DilatedConvMixer, HierarchicalMixer, HybridMixer, MixerContext
 from lyria.models.mixers.relative import RelativeAttentionMixer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mixer_config
+from mixer_cases import mixer_config
 
 from lyria.data.prepare import prepare_data
 from lyria.data.sources import Music21CorpusSource
