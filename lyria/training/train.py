@@ -132,11 +132,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
         metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})
     metrics.update({"global_step": trainer.global_step, "epoch": trainer.current_epoch})
     paths = {
-        "run_dir": str(output_dir),
+        "run_dir": str(output_dir.resolve()),
         "best_checkpoint": str(best) if best else None,
         "last_checkpoint": str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None,
         "tokenizer": str(ckpt_dir / "tokenizer.json"),
-        "data_report": str(prepared.report_path),
+        "data_report": str(prepared.report_path.resolve()),
         "logs": str(trainer.logger.log_dir if trainer.logger and getattr(trainer.logger, "log_dir", None) else output_dir),
     }
     if trainer.is_global_zero:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +16,7 @@ from symusic import Score
 
 from lyria.generation.generate import generate
 from lyria.training.train import load_model, train
+from tests_support import make_score
 
 
 class BatchRecorder(L.Callback):
@@ -59,6 +63,23 @@ def test_train_then_generate_on_default_data(compose_train, tmp_path):
     for failure in index["failures"]:
         assert failure["reason"]
 
+    # continuation: the prompt's first two bars come first in every sample
+    prompt = tmp_path / "prompt.mid"
+    make_score([60, 62, 64, 65, 67, 65, 64, 62, 60, 59, 60, 62]).dump_midi(str(prompt))
+    continued = generate(
+        compose_train(
+            f"ckpt={paths['best_checkpoint']}", "n=2", "max_new_tokens=16", f"prompt={prompt}", "prompt_bars=2",
+            f"output_dir={tmp_path / 'continued'}", config_name="generate",
+        )
+    )
+    tokenizer = objects["tokenizer"]
+    prompt_ids = tokenizer.encode(Score(str(prompt)))
+    expected_prompt = 1 + int((prompt_ids.bar_ids < 2).sum())
+    assert all(s["prompt_tokens"] == expected_prompt for s in continued["samples"] + continued["failures"])
+    for sample in continued["samples"]:
+        notes = Score(str(tmp_path / "continued" / sample["file"])).tracks[0].notes
+        assert [n.pitch for n in notes][:8] == [60, 62, 64, 65, 67, 65, 64, 62]
+
 
 @pytest.mark.slow
 def test_resume_from_last_checkpoint_sees_the_same_next_batch(compose_train, tmp_path):
@@ -95,3 +116,27 @@ def test_midi_folder_with_corrupt_and_empty_files_trains_and_reports_skips(compo
     assert metrics["global_step"] == cfg.trainer.max_steps
     model, tokenizer, _ = load_model(objects["paths"]["best_checkpoint"])
     assert tokenizer.styles == ["airs", "jigs"]
+
+
+@pytest.mark.slow
+def test_command_line_apps_run_as_modules_and_keep_the_resolved_config(tmp_path, shared_cache):
+    run = tmp_path / "cli"
+    common = [f"paths.cache_dir={shared_cache}", "data.max_pieces_per_style=4", "data.num_proc=1", "model.d_model=64",
+              "model.n_layers=2", "model.d_ff=128", "model.max_seq_len=128"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    subprocess.run(
+        [sys.executable, "-m", "lyria.cli.train", "trainer=debug", f"hydra.run.dir={run}", *common],
+        check=True, env=env, capture_output=True, timeout=600,
+    )
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert list((run / "wandb").glob("offline-run-*")), "the default wandb logger runs offline"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["global_step"] == 6
+    out = subprocess.run(
+        [sys.executable, "-m", "lyria.cli.generate", f"ckpt={run / 'checkpoints' / 'best.ckpt'}", "n=2", "max_new_tokens=32",
+         f"hydra.run.dir={run / 'samples'}"],
+        check=True, env=env, capture_output=True, text=True, timeout=600,
+    )
+    index = json.loads((run / "samples" / "index.json").read_text())
+    assert index["written"] + index["failed"] == 2
+    assert f"wrote {index['written']} MIDI files" in out.stdout
