@@ -5,7 +5,8 @@ pieces/s (lyria's encode includes the onset grid, track merging and bar ids), me
 per piece and per bar, vocabulary size; for learned vocabularies the sequence-length reduction against
 the same tokenizer without them, measured on test-split pieces, the vocabulary learned on training-split
 pieces only. The round-trip table gives note F1 (mir_eval, onsets within 50 ms, offsets ignored) per
-tokenizer x style on test-split pieces, and the notes lost to merged unisons apart. Writes
+tokenizer x style on test-split pieces, and the notes lost to merged unisons apart; one extra row feeds
+REMI the raw onsets, to show what MidiTok's double rounding costs without lyria's grid. Writes
 benchmarks/results/tokenizers.json and tokenizers.md.
 
     python benchmarks/tokenizers.py [--pieces-per-style 30] [--test-pieces-per-style 12] [--learned 1000 4000]
@@ -180,6 +181,10 @@ def main() -> None:
             }
             fidelity_rows[key] = fidelity(learned, pieces["test"])
             print(key, rows[key], flush=True)
+    # what lyria's single rounding to the grid saves: REMI fed the raw onsets, MidiTok rounding twice
+    raw = build("remi")
+    raw.quantize_onsets = lambda score: score.copy()
+    fidelity_rows["remi, MidiTok's own rounding"] = fidelity(raw, pieces["test"])
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}, 1 process",
         "pieces_per_style": args.pieces_per_style,
