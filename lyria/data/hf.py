@@ -173,6 +173,6 @@ class HFDatasetSource:
         if key not in self._listings:
             self._listings[key] = self._streamed(max_pieces_per_style) if self.streaming else self._indexed()
         refs = []
-        for style, style_refs in sorted(self._listings[key].items()):
+        for _, style_refs in sorted(self._listings[key].items()):
             refs.extend(style_refs if max_pieces_per_style is None else style_refs[:max_pieces_per_style])
         return refs

@@ -136,10 +136,12 @@ class LyriaTokenizer:
                     raise
                 raise TokenizerConfigError(f"{miditok_class} cannot be built from tokenizer.config: {err}") from err
             # MidiTok switches off what a tokenization cannot represent without a word; say so at start-up
-            dropped = sorted(k for k, v in (_to_plain(config) or {}).items() if k.startswith("use_") and v is True and not getattr(self.tok.config, k))
+            asked = _to_plain(config) or {}
+            dropped = sorted(k for k, v in asked.items() if k.startswith("use_") and v is True and not getattr(self.tok.config, k))
             if dropped:
                 raise TokenizerConfigError(
-                    f"{self.name} does not support tokenizer.config {dropped} (MidiTok would silently disable them); set them to false"
+                    f"{self.name} does not support tokenizer.config {dropped} (MidiTok would silently disable them); "
+                    "set them to false"
                 )
         config_used = self.tok.config
         if isinstance(self.tok, miditok.CPWord) and config_used.use_rests and config_used.use_time_signatures:
@@ -193,10 +195,6 @@ class LyriaTokenizer:
     @property
     def vocab_size(self) -> int:
         return sum(self.vocab_sizes)
-
-    @property
-    def base_vocab_size(self) -> int:
-        return len(self.tok.vocab[0]) if self.is_compound else len(self.tok.vocab)
 
     @property
     def field_names(self) -> list[str]:

@@ -157,9 +157,6 @@ class CompoundGrammar(Grammar):
         mask[token_id] = True
         return mask
 
-    def value(self, field: int, token_id: int) -> str:
-        return self.values[field][token_id]
-
     def allowed(self, field: int, tracker: BarTracker, previous, partial) -> np.ndarray:
         if field > 0 and partial[0] < self.num_special:  # a special step repeats its id in every field
             return self.only(field, partial[0])

@@ -194,11 +194,3 @@ class BarTracker:
     def run(self, ids) -> np.ndarray:
         """Bar index of every step of a sequence ((T,) ids or (T, F))."""
         return np.fromiter((self.step(step) for step in ids), dtype=np.int32, count=len(ids))
-
-    def times(self, ids) -> np.ndarray:
-        """Time in ticks after every step (what the tests compare with MidiTok's own event times)."""
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, step in enumerate(ids):
-            self.step(step)
-            out[i] = self.time
-        return out

@@ -22,7 +22,7 @@ def miditok_reference(tokenizer, score: Score):
     while downbeats[-1] <= pre.end() + bar:  # MidiTok lists downbeats up to the last note; tokens can end later
         downbeats.append(downbeats[-1] + bar)
     first = [e[0] if isinstance(e, list) else e for e in events.events]
-    kinds = [e.type_ if not tokenizer.is_compound else "/".join(ev.type_ for ev in e) for e, e in zip(first, events.events)]
+    kinds = ["/".join(ev.type_ for ev in e) if tokenizer.is_compound else e.type_ for e in events.events]
     quarters = np.array([e.time for e in first], dtype=np.float64) / pre.ticks_per_quarter
     bars = np.searchsorted(np.asarray(downbeats) / pre.ticks_per_quarter, quarters, side="right") - 1
     return np.asarray(events.ids), kinds, quarters, np.maximum(bars, 0)
@@ -74,7 +74,7 @@ def meter_changes_with_rests() -> Score:
 def test_tracker_follows_miditok_on_corpus_pieces(name, test_split_pieces):
     tokenizer = build_tokenizer(name)
     for pieces in test_split_pieces.values():
-        for piece_id, score in pieces:
+        for _, score in pieces:
             check_against_miditok(tokenizer, score)
 
 
