@@ -9,7 +9,7 @@ tokenizer x style on test-split pieces, and the notes lost to merged unisons apa
 REMI the raw onsets, to show what MidiTok's double rounding costs without lyria's grid. Writes
 benchmarks/results/tokenizers.json and tokenizers.md.
 
-    python benchmarks/tokenizers.py [--pieces-per-style 30] [--test-pieces-per-style 12] [--learned 1000 4000]
+    python benchmarks/tokenizer_zoo.py [--pieces-per-style 30] [--test-pieces-per-style 12] [--learned 1000 4000]
 """
 
 from __future__ import annotations
@@ -17,15 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 import warnings
 from pathlib import Path
-
-# Run as a file, this script's own folder comes first on sys.path and its name would shadow Hugging
-# Face's `tokenizers` package, which MidiTok imports.
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import numpy as np
 from hydra.utils import instantiate
