@@ -6,12 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from lyria.cli import CONF_DIR
 from tests_support import make_score
 
 os.environ.setdefault("WANDB_MODE", "offline")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and spinning threads stall when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
             datamodule.val_dataloader(),
         )
         metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})
+        if "val/bits_per_note" in scored[0]:
+            metrics["final_val_bits_per_note"] = float(scored[0]["val/bits_per_note"])
     metrics.update({"global_step": trainer.global_step, "epoch": trainer.current_epoch})
     paths = {
         "run_dir": str(output_dir.resolve()),
@@ -163,6 +165,8 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
             f"(perplexity {metrics['final_val_ppl']:.2f}); unigram baseline on the same targets: "
             f"{metrics['unigram_val_loss']:.4f}"
         )
+    if "final_val_bits_per_note" in metrics:
+        lines.append(f"validation bits per note: {metrics['final_val_bits_per_note']:.3f} (compares across tokenizers)")
     lines.append(f"steps: {metrics['global_step']}")
     lines.append(
         f"pieces: {report['pieces']}, skipped: {report['skipped_count']}, duplicates removed: {report['duplicates_removed']}"

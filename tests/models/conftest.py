@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from mixer_cases import MIXER_VARIANTS, mixer_config, variant_id
 
 
@@ -13,12 +12,8 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test here runs single-threaded (see the shared `one_thread` fixture)."""
 
 
 @pytest.fixture

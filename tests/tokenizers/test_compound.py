@@ -22,12 +22,8 @@ STEPS = 40
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and spinning threads stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test here runs single-threaded (see the shared `one_thread` fixture)."""
 
 
 def tiny_model(tokenizer, mixer: str = "attention_rope") -> LyriaLM:

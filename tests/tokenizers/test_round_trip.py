@@ -1,6 +1,6 @@
 """Encode -> decode keeps the music: note F1 >= 0.99 against the original on the tokenizer's grid, every style.
 
-Runs on a few test-split pieces per style; `benchmarks/tokenizers.py` reports the same numbers on more.
+Runs on a few test-split pieces per style; `benchmarks/tokenizer_zoo.py` reports the same numbers on more.
 """
 
 from __future__ import annotations
