@@ -54,3 +54,11 @@ def test_generate_config_needs_a_checkpoint(compose_train):
         validate(cfg, GenerateSchema).ckpt  # noqa: B018 - reading a missing value raises
     with pytest.raises(ConfigError, match="unknown config key 'temprature'; did you mean 'temperature'"):
         validate(compose_train("+temprature=2", "ckpt=x", config_name="generate"), GenerateSchema)
+
+
+def test_a_mixer_typo_names_the_node_and_the_accepted_parameters(compose_train):
+    from lyria.models.lm import build_model
+
+    cfg = compose_train("model/mixer=attention_sliding", "+model.mixer.windw=8")
+    with pytest.raises(ConfigError, match=r"cannot build 'model.mixer'.*'windw'.*accepts: \['d_model', 'n_heads', 'dropout', 'window'\]"):
+        build_model(cfg.model, LyriaTokenizer())

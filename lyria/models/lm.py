@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from lyria.config import build
 from lyria.models.conditioning import Conditioner
 from lyria.models.mixers.base import MixerContext
 from lyria.models.positions import Positional
@@ -93,10 +93,11 @@ class LyriaLM(nn.Module):
         self.d_model, self.n_layers, self.max_seq_len = d_model, n_layers, max_seq_len
         mixer = dict(_plain(mixer))
         position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
-        self.position: Positional = instantiate(position_cfg, d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
+        self.position: Positional = build(position_cfg, "model.mixer.position", d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
         self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
-        self.conditioner: Conditioner = instantiate(
+        self.conditioner: Conditioner = build(
             _plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
+            "model.conditioning",
             d_model=d_model,
             num_styles=num_styles,
         )
@@ -106,9 +107,9 @@ class LyriaLM(nn.Module):
                 d_model,
                 d_ff,
                 dropout,
-                instantiate(mixer, d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
+                build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
                 if _accepts_layer(mixer)
-                else instantiate(mixer, d_model=d_model, n_heads=n_heads, dropout=dropout),
+                else build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout),
                 i,
             )
             for i in range(n_layers)
