@@ -12,8 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+def to_plain(value: Any) -> Any:
+    """An OmegaConf node as plain dicts and lists (resolved); anything else unchanged."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 class ConfigError(ValueError):

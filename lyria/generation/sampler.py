@@ -7,7 +7,7 @@ tracker, the same code that labels training data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +29,6 @@ class Generated:
     bar_ids: np.ndarray
     prompt_length: int
     stop_reason: str
-    extra: dict = field(default_factory=dict)
 
 
 class Sampler:

@@ -13,18 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lyria.config import build
+from lyria.config import build, to_plain
 from lyria.models.conditioning import Conditioner
 from lyria.models.mixers.base import MixerContext
 from lyria.models.positions import Positional
-
-
-def _plain(cfg: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 @dataclass
@@ -91,24 +83,25 @@ class LyriaLM(nn.Module):
         super().__init__()
         self.vocab_sizes = [int(v) for v in vocab_sizes]
         self.d_model, self.n_layers, self.max_seq_len = d_model, n_layers, max_seq_len
-        mixer = dict(_plain(mixer))
+        mixer = dict(to_plain(mixer))
         position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
         self.position: Positional = build(position_cfg, "model.mixer.position", d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
         self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
         self.conditioner: Conditioner = build(
-            _plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
+            to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
             "model.conditioning",
             d_model=d_model,
             num_styles=num_styles,
         )
         self.drop = nn.Dropout(dropout)
+        depth_aware = _accepts_layer(mixer)
         self.blocks = nn.ModuleList(
             Block(
                 d_model,
                 d_ff,
                 dropout,
                 build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
-                if _accepts_layer(mixer)
+                if depth_aware
                 else build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout),
                 i,
             )
@@ -198,7 +191,7 @@ def _accepts_layer(mixer_cfg: dict) -> bool:
 
 def build_model(model_cfg: Any, tokenizer) -> LyriaLM:
     """Builds the model a config describes for a tokenizer's vocabulary."""
-    cfg = dict(_plain(model_cfg))
+    cfg = dict(to_plain(model_cfg))
     cfg.pop("_target_", None)
     return LyriaLM(
         vocab_sizes=tokenizer.vocab_sizes,

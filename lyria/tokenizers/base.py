@@ -22,6 +22,7 @@ import numpy as np
 from hydra.utils import get_class
 from symusic import Note, Score, Track
 
+from lyria.config import to_plain
 from lyria.tokenizers.timeline import BarTracker, TimelineTables, parse_token
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,8 @@ def _beat_res_from_yaml(beat_res: dict) -> dict[tuple[int, int], int]:
     return out
 
 
-def _to_plain(value: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 def build_miditok_config(config: dict, num_style_slots: int, miditok_class: str = "miditok.REMI") -> miditok.TokenizerConfig:
-    config = dict(_to_plain(config) or {})
+    config = dict(to_plain(config) or {})
     class_name = miditok_class.rsplit(".", 1)[-1]
     extra = _ADDITIONAL_PARAMS.get(class_name, set())
     unknown = sorted(set(config) - _CONFIG_FIELDS - extra)
@@ -136,7 +129,7 @@ class LyriaTokenizer:
                     raise
                 raise TokenizerConfigError(f"{miditok_class} cannot be built from tokenizer.config: {err}") from err
             # MidiTok switches off what a tokenization cannot represent without a word; say so at start-up
-            asked = _to_plain(config) or {}
+            asked = to_plain(config) or {}
             dropped = sorted(k for k, v in asked.items() if k.startswith("use_") and v is True and not getattr(self.tok.config, k))
             if dropped:
                 raise TokenizerConfigError(
