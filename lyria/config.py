@@ -1,17 +1,20 @@
-"""Typed schemas for the composed configs: a typo or a wrong type fails at start-up, naming the key.
+"""Typed schemas for the composed configs, and the one place that turns a class name into a class.
 
 Sections whose keys depend on the chosen class (a data source, a mixer, a Lightning Trainer) are
-`_target_` nodes; they are checked against the class signature when built (`build`).
+`_target_` nodes; they are checked against the class signature when built (`build`). Every class
+name, from a config, a checkpoint or a tokenizer file, goes through the allow-list (`resolve_class`):
+lyria's own classes and a fixed list of third-party ones. Data never becomes code.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -25,6 +28,118 @@ def to_plain(value: Any) -> Any:
 
 class ConfigError(ValueError):
     """A config value or key that cannot work; the message names it and what would be right."""
+
+
+class DisallowedTargetError(ConfigError):
+    """A class name (`_target_`, `miditok_class`) outside the allow-list: refused, never imported or called."""
+
+
+# Third-party classes the configs name, one by one: a prefix such as `lightning.` would admit every
+# callable under it (and a checkpoint could name any of them).
+THIRD_PARTY_CLASSES = frozenset(
+    {
+        "lightning.Trainer",
+        "lightning.pytorch.Trainer",
+        "lightning.pytorch.callbacks.EarlyStopping",
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.callbacks.ModelSummary",
+        "lightning.pytorch.callbacks.RichProgressBar",
+        "lightning.pytorch.callbacks.TQDMProgressBar",
+        "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+        "lightning.pytorch.loggers.WandbLogger",
+        "lightning.pytorch.strategies.DDPStrategy",
+        "lightning.pytorch.strategies.FSDPStrategy",
+        "lightning.pytorch.plugins.environments.SLURMEnvironment",
+        "miditok.CPWord",
+        "miditok.MIDILike",
+        "miditok.MMM",
+        "miditok.MuMIDI",
+        "miditok.Octuple",
+        "miditok.PerTok",
+        "miditok.REMI",
+        "miditok.Structured",
+        "miditok.TSD",
+    }
+)
+LYRIA_PACKAGE = "lyria"
+_registered: set[str] = set()
+
+
+def register_class(name: str) -> None:
+    """Allows one more class outside lyria by its full dotted name (for a research plugin's own code)."""
+    _registered.add(str(name))
+
+
+def _allowed_names_hint() -> str:
+    return f"lyria's own classes (under '{LYRIA_PACKAGE}.') or one of {sorted(THIRD_PARTY_CLASSES | _registered)}"
+
+
+def resolve_class(name: Any, where: str, base: type | tuple[type, ...] | None = None) -> type:
+    """The class a dotted name stands for, if the allow-list admits it; otherwise a DisallowedTargetError.
+
+    Admitted: a public class defined in lyria, or a name of THIRD_PARTY_CLASSES (or `register_class`).
+    A refused name is never imported: only lyria's own modules and listed ones are. `base`, when given,
+    is what the class must subclass. `where` names the key (and file) in the error.
+    """
+    if not isinstance(name, str) or not name:
+        raise DisallowedTargetError(f"{where}: expected a class name, found {name!r}")
+    parts = name.split(".")
+    listed = name in THIRD_PARTY_CLASSES or name in _registered
+    if not listed and (parts[0] != LYRIA_PACKAGE or len(parts) < 2 or any(not p or p.startswith("_") for p in parts)):
+        raise DisallowedTargetError(f"{where}: refusing to load {name!r}; allowed are {_allowed_names_hint()}")
+    cls = None
+    for split in range(len(parts) - 1, 0, -1):  # the longest importable module prefix, then attributes only
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            break
+        cls = obj
+        break
+    if cls is None:
+        raise ConfigError(f"{where}: no class {name!r} (check the spelling of the module and the class)")
+    defined_in = getattr(cls, "__module__", "") or ""
+    if not isinstance(cls, type) or not (listed or defined_in == LYRIA_PACKAGE or defined_in.startswith(LYRIA_PACKAGE + ".")):
+        raise DisallowedTargetError(f"{where}: refusing to load {name!r} (not a class of lyria); allowed are {_allowed_names_hint()}")
+    if base is not None and not issubclass(cls, base):
+        bases = base if isinstance(base, tuple) else (base,)
+        expected = " or ".join(f"{b.__module__}.{b.__qualname__}" for b in bases)
+        raise DisallowedTargetError(f"{where}: {name!r} is not a {expected}")
+    return cls
+
+
+def iter_targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """(key, target) of every `_target_` in a config tree, nested ones and those in lists included."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        try:
+            node = OmegaConf.to_container(node, resolve=True)
+        except OmegaConfBaseException:  # an interpolation that only resolves inside a Hydra run
+            node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "_target_":
+                yield path, value
+            else:
+                yield from iter_targets(value, path)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from iter_targets(value, f"{where}[{i}]")
+
+
+def check_targets(node: Any, where: str, allowed: type | tuple[type, ...] | None = None) -> None:
+    """Refuses a config tree (from a file or the command line) if any `_target_` in it is not allowed.
+
+    `allowed`: what the top-level target must subclass (e.g. a Mixer for `model.mixer`).
+    """
+    for key, target in iter_targets(node, where):
+        resolve_class(target, key, base=allowed if key == f"{where}._target_" else None)
 
 
 @dataclass
@@ -159,10 +274,16 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
     return merged
 
 
-def build(node: Any, where: str, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate` with errors that name the config node and the class's parameters."""
+def build(node: Any, where: str, allowed: type | tuple[type, ...] | None = None, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` of allow-listed classes only, with errors that name the node and the parameters.
+
+    Every `_target_` in `node` (and in dict-valued `kwargs`) must pass `resolve_class`; `allowed` is
+    what the top-level class must subclass.
+    """
     if node is None:
         raise ConfigError(f"config node '{where}' is missing")
+    check_targets(node, where, allowed)
+    check_targets(kwargs, where)
     target = node.get("_target_") if hasattr(node, "get") else None
     try:
         return instantiate(node, **kwargs)
@@ -172,8 +293,8 @@ def build(node: Any, where: str, **kwargs: Any) -> Any:
         accepted = ""
         if target is not None and isinstance(cause, TypeError):
             try:
-                params = [p for p in inspect.signature(get_class(target).__init__).parameters if p not in ("self", "args", "kwargs")]
+                params = [p for p in inspect.signature(resolve_class(target, where).__init__).parameters if p not in ("self", "args", "kwargs")]
                 accepted = f"; {target} accepts: {params}"
-            except (ImportError, ValueError, TypeError, OmegaConfBaseException):
+            except (ValueError, TypeError):
                 pass
         raise ConfigError(f"cannot build '{where}' ({target}): {detail}{accepted}") from err

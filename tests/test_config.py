@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hydra.errors import MissingConfigException
 
-from lyria.config import ConfigError, GenerateSchema, TrainSchema, build, validate
+import lyria
+from lyria.config import ConfigError, DisallowedTargetError, GenerateSchema, TrainSchema, build, register_class, resolve_class, validate
 from lyria.tokenizers import LyriaTokenizer, TokenizerConfigError
 
 
@@ -62,3 +66,64 @@ def test_a_mixer_typo_names_the_node_and_the_accepted_parameters(compose_train):
     cfg = compose_train("model/mixer=attention_sliding", "+model.mixer.windw=8")
     with pytest.raises(ConfigError, match=r"cannot build 'model.mixer'.*'windw'.*accepts: \['d_model', 'n_heads', 'dropout', 'window'\]"):
         build_model(cfg.model, LyriaTokenizer())
+
+
+def _yaml_targets() -> list[tuple[str, str]]:
+    """(file: key, target) of every `_target_` in every YAML under conf/."""
+    from omegaconf import OmegaConf
+
+    from lyria.cli import CONF_DIR
+    from lyria.config import iter_targets
+
+    found = []
+    for path in sorted(Path(CONF_DIR).rglob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        found += [(f"{path.relative_to(CONF_DIR)}: {key}", target) for key, target in iter_targets(node, "")]
+    return found
+
+
+@pytest.mark.parametrize(("where", "target"), _yaml_targets(), ids=[w for w, _ in _yaml_targets()])
+def test_every_class_a_config_names_is_on_the_allow_list(where, target):
+    assert isinstance(resolve_class(target, where), type)
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"_target_": "os.system", "_args_": ["true"]},
+        {"_target_": "lyria.models.conditioning.Conditioner", "d_model": {"_target_": "builtins.eval", "_args_": ["1"]}},
+        {"_target_": "lyria.models.conditioning.Conditioner", "_args_": [[{"_target_": "subprocess.Popen"}]]},
+        {"_target_": "lightning.pytorch.callbacks.Callback"},  # under lightning, but not on the list
+        {"_target_": "lyria.config.instantiate"},  # a third-party function re-exported by a lyria module
+        {"_target_": "lyria.data.prepare._Encoder"},
+    ],
+)
+def test_build_refuses_targets_outside_the_allow_list_at_any_depth(node):
+    with pytest.raises(DisallowedTargetError, match=r"refusing to load"):
+        build(node, "model.conditioning", num_styles=2)
+
+
+def test_a_registered_class_is_allowed_and_others_stay_refused(monkeypatch):
+    import lyria.config
+
+    monkeypatch.setattr(lyria.config, "_registered", set())
+    with pytest.raises(DisallowedTargetError):
+        resolve_class("collections.OrderedDict", "plugin._target_")
+    register_class("collections.OrderedDict")
+    assert build({"_target_": "collections.OrderedDict", "a": 1}, "plugin") == {"a": 1}
+    with pytest.raises(DisallowedTargetError):
+        resolve_class("collections.Counter", "plugin._target_")
+
+
+def test_only_the_config_module_turns_names_into_code():
+    """instantiate / get_class / import_module / eval / exec / pickle loads live in lyria/config.py alone."""
+    pattern = re.compile(r"\b(instantiate|get_class|import_module|pickle\.loads?|__import__)\b|(?<![\w.])(eval|exec)\(")
+    package = Path(lyria.__file__).parent
+    offenders = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "config.py" or path.parent != package
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

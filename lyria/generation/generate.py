@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from symusic import Score
 from tqdm.auto import tqdm
 
+from lyria.checkpoint import load_model
 from lyria.config import GenerateSchema, build, validate
 from lyria.generation.sampler import Sampler
 from lyria.render.midi import write_midi
-from lyria.training.train import load_model
 
 log = logging.getLogger(__name__)
 

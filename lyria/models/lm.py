@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lyria.config import build, to_plain
+from lyria.config import build, resolve_class, to_plain
 from lyria.models.conditioning import Conditioner
-from lyria.models.mixers.base import MixerContext
+from lyria.models.mixers.base import Mixer, MixerContext
 from lyria.models.positions import Positional
 
 
@@ -85,11 +85,12 @@ class LyriaLM(nn.Module):
         self.d_model, self.n_layers, self.max_seq_len = d_model, n_layers, max_seq_len
         mixer = dict(to_plain(mixer))
         position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
-        self.position: Positional = build(position_cfg, "model.mixer.position", d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
+        self.position: Positional = build(position_cfg, "model.mixer.position", allowed=Positional, d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
         self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
         self.conditioner: Conditioner = build(
             to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
             "model.conditioning",
+            allowed=Conditioner,
             d_model=d_model,
             num_styles=num_styles,
         )
@@ -100,9 +101,9 @@ class LyriaLM(nn.Module):
                 d_model,
                 d_ff,
                 dropout,
-                build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
+                build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
                 if depth_aware
-                else build(mixer, "model.mixer", d_model=d_model, n_heads=n_heads, dropout=dropout),
+                else build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=dropout),
                 i,
             )
             for i in range(n_layers)
@@ -182,9 +183,7 @@ def _accepts_layer(mixer_cfg: dict) -> bool:
     """Mixers that vary with depth (dilation schedules, alternating layers) take `layer` and `n_layers`."""
     import inspect
 
-    from hydra.utils import get_class
-
-    target = get_class(mixer_cfg["_target_"])
+    target = resolve_class(mixer_cfg.get("_target_"), "model.mixer._target_", base=Mixer)
     params = inspect.signature(target.__init__).parameters
     return "layer" in params and "n_layers" in params
 

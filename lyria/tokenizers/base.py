@@ -19,10 +19,9 @@ from typing import Sequence
 
 import miditok
 import numpy as np
-from hydra.utils import get_class
 from symusic import Note, Score, Track
 
-from lyria.config import to_plain
+from lyria.config import ConfigError, resolve_class, to_plain
 from lyria.tokenizers.timeline import BarTracker, TimelineTables, parse_token
 
 log = logging.getLogger(__name__)
@@ -119,9 +118,10 @@ class LyriaTokenizer:
         if _miditok is not None:
             self.tok = _miditok
         else:
-            cls = get_class(miditok_class)
-            if not (isinstance(cls, type) and issubclass(cls, miditok.MusicTokenizer)):
-                raise TokenizerConfigError(f"tokenizer.miditok_class={miditok_class!r} is not a MidiTok tokenizer class")
+            try:
+                cls = resolve_class(miditok_class, "tokenizer.miditok_class", base=miditok.MusicTokenizer)
+            except ConfigError as err:
+                raise TokenizerConfigError(str(err)) from None
             try:
                 self.tok = cls(build_miditok_config(config or {}, self.num_style_slots, miditok_class))
             except (TypeError, ValueError, KeyError) as err:
@@ -549,10 +549,16 @@ class LyriaTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file at {path}")
         try:
-            meta = json.loads(path.read_text())[LYRIA_KEY]
-        except (json.JSONDecodeError, KeyError) as err:
+            params = json.loads(path.read_text())
+            meta = params[LYRIA_KEY]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a lyria tokenizer file ({err})") from err
-        tok = get_class(meta["miditok_class"])(params=path)
+        miditok_cls = resolve_class(meta.get("miditok_class"), f"{path}: {LYRIA_KEY}.miditok_class", base=miditok.MusicTokenizer)
+        # MidiTok sets every other top-level key as an attribute: none may shadow a method
+        shadowing = sorted(k for k in params if callable(getattr(miditok_cls, k, None)))
+        if shadowing:
+            raise ValueError(f"{path}: keys {shadowing} would replace methods of {miditok_cls.__name__}; not a tokenizer file lyria wrote")
+        tok = miditok_cls(params=path)
         return cls(
             miditok_class=meta["miditok_class"],
             num_style_slots=meta["num_style_slots"],

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from lyria.config import TrainSchema, build, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
-from lyria.models.lm import LyriaLM
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.callbacks import RNGStateCallback
 from lyria.training.module import LyriaLightningModule
@@ -116,13 +115,13 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
             {k: v for k, v in prepared.report["pieces"].items()},
         )
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     best = _best_checkpoint(trainer)
     scored = []
     if len(prepared.splits["validation"]) and best is not None and trainer.limit_val_batches != 0:
-        scored = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+        scored = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), verbose=False, weights_only=True)
     if scored:
         val_loss = float(scored[0]["val/loss"])
         baseline = unigram_loss(
@@ -176,32 +175,3 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
     (output_dir / "summary.txt").write_text(text)
     print(text)
 
-
-def load_model(checkpoint: str | Path, map_location: str = "cpu") -> tuple[LyriaLM, Any, dict]:
-    """Model, tokenizer and hyper-parameters from a checkpoint (loaded with weights_only=True)."""
-    from lyria.tokenizers import LyriaTokenizer
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-    try:
-        state = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{checkpoint} is not a readable checkpoint (truncated or corrupt?): {err}") from err
-    for key in ("state_dict", "hyper_parameters"):
-        if key not in state:
-            raise ValueError(f"{checkpoint} has no '{key}': not a lyria training checkpoint")
-    hparams = state["hyper_parameters"]
-    tokenizer_path = checkpoint.parent / "tokenizer.json"
-    tokenizer = LyriaTokenizer.load(tokenizer_path)
-    if tokenizer.vocab_sizes != list(hparams["vocab_sizes"]):
-        raise ValueError(
-            f"{tokenizer_path} has vocabulary sizes {tokenizer.vocab_sizes} but {checkpoint} was trained with "
-            f"{hparams['vocab_sizes']}: the tokenizer file does not belong to this checkpoint"
-        )
-    module_cfg = {k: v for k, v in hparams["model"].items() if k != "_target_"}
-    model = LyriaLM(vocab_sizes=hparams["vocab_sizes"], num_styles=hparams["num_styles"], pad_id=hparams["pad_id"], **module_cfg)
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(weights)
-    model.eval()
-    return model, tokenizer, hparams

@@ -15,7 +15,8 @@ import torch
 from symusic import Score
 
 from lyria.generation.generate import generate
-from lyria.training.train import load_model, train
+from lyria.checkpoint import load_model
+from lyria.training.train import train
 from tests_support import make_score
 
 
