@@ -247,6 +247,28 @@ class GenerateSchema:
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 
+@dataclass
+class LeaderboardSchema:
+    runs: str = "???"
+    output_dir: str = "leaderboard"
+    rank_by: Optional[str] = None
+    baseline: Optional[str] = None
+    metrics: list[str] = field(default_factory=lambda: ["*"])
+    exclude_metrics: list[str] = field(default_factory=list)
+    lower_is_better: list[str] = field(default_factory=list)
+    higher_is_better: list[str] = field(default_factory=list)
+    identity_ignore: list[str] = field(default_factory=list)
+    confidence: float = 0.95
+    n_resamples: int = 2000
+    alpha: float = 0.05
+    min_seeds: int = 5
+    seed: int = 0
+    samples_per_run: int = 3
+    logger: Any = None
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    task_name: str = "leaderboard"
+
+
 def _allowed_keys(schema: type, parent: list[str]) -> list[str]:
     node: Any = OmegaConf.structured(schema)
     for part in parent:
