@@ -40,7 +40,7 @@ tfoot td { color: #57606a; font-style: italic; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .plots figure { margin: 0; border: 1px solid #d0d7de; padding: .5rem; }
 .plots svg { display: block; max-width: 100%; height: auto; }
-.samples td { text-align: left; }
+.samples td, .samples th { text-align: left; }
 .samples img { height: 64px; }
 ul.notes li, ul.skips li { margin: .2rem 0; }
 """
@@ -144,7 +144,8 @@ def _plot(board: Leaderboard, metric: str) -> str:
         axes.grid(axis="x", color="#eaeef2")
         figure.tight_layout()
         buffer = io.StringIO()
-        figure.savefig(buffer, format="svg")
+        # No creation date or creator in the metadata: the same table gives the same page.
+        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
         plt.close(figure)
     svg = buffer.getvalue()
     # Inline SVG needs no XML prolog or doctype.
