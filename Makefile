@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/make_run
 
-.PHONY: run test test-fast bench clean-cache
+.PHONY: run test test-fast bench clean-cache system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,10 +22,14 @@ run: $(STAMP)
 	@cat $(RUN_DIR)/summary.txt
 	@echo "samples: $(RUN_DIR)/samples (index.json lists every file and any decode failure)"
 
-test: $(STAMP)
+# Debian packages the tests use (scripts/system-packages.txt: chromium for the leaderboard page).
+system-deps:
+	scripts/install_system_deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 --timeout=900
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 -m "not slow" --timeout=600
 
 bench: $(STAMP)
