@@ -102,7 +102,10 @@ def make_study(
             number += 1
             seed_effect = rng.normal(0.0, seed_sd)
             pieces = spec.coherence + seed_effect + prompts + rng.normal(0.0, piece_sd, n_pieces)
-            per_piece = {f"sample_{i:03d}": {"self_similarity": float(v), "pitch_range": float(12 + i % 5)} for i, v in enumerate(pieces)}
+            per_piece = {
+                f"sample_{i:03d}.mid": {"coherence.self_similarity": float(v), "features.pitch_range": float(12 + i % 5)}
+                for i, v in enumerate(pieces)
+            }
             metrics = {
                 "version": 1,
                 "assets": {"reference_set": {"version": "1", "hash": "0" * 16}},
@@ -114,6 +117,10 @@ def make_study(
                 "features": {"pitch_range_mean": 14.0},
                 "baseline": {"coherence": {"self_similarity": 0.55}, "diversity": {"pairwise_distance": 0.7}},
                 "per_piece": per_piece,
+                # description, not metrics: numbers the leaderboard must not take for metrics
+                "settings": {"seed": 0, "features": {"resolution": 4}},
+                "seconds": {"loading": 0.5, "total": 2.0},
+                "unavailable": {"coherence.nll_position": "no checkpoint"},
             }
             summary = {"final_val_bits_per_note": spec.bits_per_note + rng.normal(0.0, seed_sd), "global_step": 6}
             overrides = [f"model/mixer={spec.mixer}", f"seed={seed}", "trainer=debug", *spec.extra_overrides]

@@ -60,12 +60,26 @@ def test_groups_answer_to_their_overrides_and_choice_values(study):
 
 def test_metrics_summary_and_per_piece_values_are_read_and_named_by_family(study):
     run = collect_runs(study)[0][0]
-    assert {"train.final_val_bits_per_note", "coherence.self_similarity", "mode_collapse.score", "diversity.pairwise_distance"} <= set(run.metrics)
-    # a bare per-piece name joins its one run-level metric; one without a run-level twin is a piece metric
-    assert set(run.per_piece) == {"coherence.self_similarity", "piece.pitch_range"}
+    assert set(run.metrics) == {
+        "train.final_val_bits_per_note", "train.global_step", "coherence.self_similarity", "mode_collapse.score",
+        "diversity.pairwise_distance", "features.pitch_range_mean",
+    }  # settings, timings and the other descriptions are not metrics
+    assert set(run.per_piece) == {"coherence.self_similarity", "features.pitch_range"}
     assert len(run.per_piece["coherence.self_similarity"]) == 6
     assert run.reference == {"coherence.self_similarity": 0.55, "diversity.pairwise_distance": 0.7}
-    assert "version" not in run.metrics and not any(m.startswith(("assets", "generated")) for m in run.metrics)
+
+
+def test_a_bare_per_piece_name_joins_its_one_family_metric_else_is_a_piece_metric(tmp_path):
+    run_dir = tmp_path / "runs" / "0"
+    metrics = {
+        "coherence": {"self_similarity": 0.5},
+        "features": {"range": 1.0},
+        "style": {"range": 2.0},
+        "per_piece": {"a.mid": {"self_similarity": 0.4, "range": 3.0, "density": 2.0}, "b.mid": {"self_similarity": None}},
+    }
+    write_run(run_dir, training_config("attention_rope", 1, run_dir), None, None, metrics)
+    run = collect_runs(tmp_path / "runs")[0][0]
+    assert run.per_piece == {"coherence.self_similarity": {"a.mid": 0.4}, "piece.range": {"a.mid": 3.0}, "piece.density": {"a.mid": 2.0}}
 
 
 def test_an_evaluation_in_a_subfolder_joins_the_run_that_holds_the_config(tmp_path):

@@ -97,7 +97,7 @@ def test_the_reference_row_holds_the_real_vs_real_values(study, compose_train):
 def test_columns_follow_the_include_patterns_after_rank_by(study, compose_train):
     board = board_for(study, compose_train, "metrics=[diversity.*,coherence.*]")
     assert board.metrics == ["train.final_val_bits_per_note", "diversity.pairwise_distance", "coherence.self_similarity"]
-    board = board_for(study, compose_train, "rank_by=null", "exclude_metrics=[train.*,piece.*,features.*]")
+    board = board_for(study, compose_train, "rank_by=null", "exclude_metrics=[train.*,features.*]")
     assert board.metrics == ["coherence.self_similarity", "mode_collapse.score", "diversity.pairwise_distance"]
     assert all(row.rank is None for row in board.rows) and board.baseline is None and board.n_tests == 0
 
@@ -125,3 +125,24 @@ def test_the_most_specific_direction_rule_wins_and_equal_conflicts_are_errors():
     assert rules.of("features.pitch_range") is None
     with pytest.raises(ConfigError, match="matches 'x.\\*' and 'x.\\*'"):
         Directions(lower=("x.*",), higher=("x.*",)).of("x.y")
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction"),
+    [
+        ("train.final_val_bits_per_note", "lower"),
+        ("train.final_val_loss", "lower"),
+        ("mode_collapse.score", "lower"),
+        ("memorization.copy_rate", "lower"),
+        ("distances.frechet", "lower"),
+        ("diversity.vendi", "higher"),
+        ("diversity.self_bleu", "lower"),  # an exact name beats the family's pattern
+        ("distances.mean_overlap", "higher"),
+        ("mode_collapse.coverage", "higher"),
+        ("style.fidelity", "higher"),
+        ("coherence.key_consistency", None),
+    ],
+)
+def test_the_default_directions(compose_train, tmp_path, metric, direction):
+    cfg = leaderboard_config(compose_train, tmp_path)
+    assert Directions(tuple(cfg.lower_is_better), tuple(cfg.higher_is_better)).of(metric) == direction

@@ -28,8 +28,12 @@ OVERRIDES_FILE = ".hydra/overrides.yaml"
 HYDRA_FILE = ".hydra/hydra.yaml"
 # A training config has a model; the configs of the generate and evaluate apps do not.
 TRAIN_CONFIG_KEY = "model"
-# Top-level keys of metrics.json that describe the run rather than hold a metric family.
-METRICS_DESCRIPTION_KEYS = ("version", "assets", "generated", "reference", "per_piece", "baseline")
+# Top-level objects of metrics.json that describe the evaluation rather than hold a metric family (timings and
+# settings are numbers too, so they must be named here).
+METRICS_DESCRIPTION_KEYS = (
+    "version", "assets", "generated", "reference", "baseline_sets", "settings", "per_piece", "baseline", "per_style",
+    "baseline_per_style", "unavailable", "seconds",
+)
 REFERENCE_FAMILIES_KEY = "baseline"
 TRAIN_PREFIX = "train"
 PIECE_PREFIX = "piece"
