@@ -25,7 +25,7 @@ class GroupSpec:
     """One config of a fake study: its mixer and the true means of its metrics."""
 
     mixer: str
-    # true mean of the per-piece metric coherence.self_similarity
+    # true mean of the per-piece metric coherence.structureness
     coherence: float = 0.5
     # true values of run-level metrics (each seed adds noise)
     collapse: float = 0.3
@@ -91,7 +91,7 @@ def make_study(
 ) -> Path:
     """A sweep folder `root/<n>/` with one run per (group, seed), numbered like a Hydra multirun.
 
-    Per-piece values of coherence.self_similarity are: group mean + seed effect + prompt effect (shared by the
+    Per-piece values of coherence.structureness are: group mean + seed effect + prompt effect (shared by the
     same piece name in every group, as with shared prompts) + noise. Run-level metrics get a seed effect only.
     """
     prompts = rng.normal(0.0, piece_sd, n_pieces)
@@ -103,7 +103,7 @@ def make_study(
             seed_effect = rng.normal(0.0, seed_sd)
             pieces = spec.coherence + seed_effect + prompts + rng.normal(0.0, piece_sd, n_pieces)
             per_piece = {
-                f"sample_{i:03d}.mid": {"coherence.self_similarity": float(v), "features.pitch_range": float(12 + i % 5)}
+                f"sample_{i:03d}.mid": {"coherence.structureness": float(v), "features.pitch_range": float(12 + i % 5)}
                 for i, v in enumerate(pieces)
             }
             metrics = {
@@ -111,11 +111,11 @@ def make_study(
                 "assets": {"reference_set": {"version": "1", "hash": "0" * 16}},
                 "generated": {"dir": "samples", "n_pieces": n_pieces},
                 "reference": {"n_pieces": 40},
-                "coherence": {"self_similarity": float(pieces.mean())},
+                "coherence": {"structureness": float(pieces.mean())},
                 "mode_collapse": {"score": spec.collapse + rng.normal(0.0, seed_sd)},
-                "diversity": {"pairwise_distance": spec.diversity + rng.normal(0.0, seed_sd)},
+                "diversity": {"vendi": spec.diversity + rng.normal(0.0, seed_sd)},
                 "features": {"pitch_range_mean": 14.0},
-                "baseline": {"coherence": {"self_similarity": 0.55}, "diversity": {"pairwise_distance": 0.7}},
+                "baseline": {"coherence": {"structureness": 0.55}, "diversity": {"vendi": 0.7}},
                 "per_piece": per_piece,
                 # description, not metrics: numbers the leaderboard must not take for metrics
                 "settings": {"seed": 0, "features": {"resolution": 4}},

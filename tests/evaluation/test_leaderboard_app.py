@@ -32,9 +32,9 @@ def test_the_three_pages_are_written_and_agree(study, compose_train):
     assert [r["group"] for r in rows] == ["model/mixer=dilated_conv", "model/mixer=attention_rope", "real data (reference vs. reference)"]
     assert [r["kind"] for r in rows] == ["model", "model", "reference"]
     for row, csv_row in zip(board.rows, rows):
-        interval = row.cells["coherence.self_similarity"].interval
-        assert float(csv_row["coherence.self_similarity"]) == pytest.approx(interval.mean)
-        assert float(csv_row["coherence.self_similarity:ci_low"]) == pytest.approx(interval.low)
+        interval = row.cells["coherence.structureness"].interval
+        assert float(csv_row["coherence.structureness"]) == pytest.approx(interval.mean)
+        assert float(csv_row["coherence.structureness:ci_low"]) == pytest.approx(interval.low)
         assert csv_row["seeds"] == "1 2 3"
 
     md = (out / "leaderboard.md").read_text()

@@ -61,25 +61,25 @@ def test_groups_answer_to_their_overrides_and_choice_values(study):
 def test_metrics_summary_and_per_piece_values_are_read_and_named_by_family(study):
     run = collect_runs(study)[0][0]
     assert set(run.metrics) == {
-        "train.final_val_bits_per_note", "train.global_step", "coherence.self_similarity", "mode_collapse.score",
-        "diversity.pairwise_distance", "features.pitch_range_mean",
+        "train.final_val_bits_per_note", "train.global_step", "coherence.structureness", "mode_collapse.score",
+        "diversity.vendi", "features.pitch_range_mean",
     }  # settings, timings and the other descriptions are not metrics
-    assert set(run.per_piece) == {"coherence.self_similarity", "features.pitch_range"}
-    assert len(run.per_piece["coherence.self_similarity"]) == 6
-    assert run.reference == {"coherence.self_similarity": 0.55, "diversity.pairwise_distance": 0.7}
+    assert set(run.per_piece) == {"coherence.structureness", "features.pitch_range"}
+    assert len(run.per_piece["coherence.structureness"]) == 6
+    assert run.reference == {"coherence.structureness": 0.55, "diversity.vendi": 0.7}
 
 
 def test_a_bare_per_piece_name_joins_its_one_family_metric_else_is_a_piece_metric(tmp_path):
     run_dir = tmp_path / "runs" / "0"
     metrics = {
-        "coherence": {"self_similarity": 0.5},
+        "coherence": {"structureness": 0.5},
         "features": {"range": 1.0},
         "style": {"range": 2.0},
-        "per_piece": {"a.mid": {"self_similarity": 0.4, "range": 3.0, "density": 2.0}, "b.mid": {"self_similarity": None}},
+        "per_piece": {"a.mid": {"structureness": 0.4, "range": 3.0, "density": 2.0}, "b.mid": {"structureness": None}},
     }
     write_run(run_dir, training_config("attention_rope", 1, run_dir), None, None, metrics)
     run = collect_runs(tmp_path / "runs")[0][0]
-    assert run.per_piece == {"coherence.self_similarity": {"a.mid": 0.4}, "piece.range": {"a.mid": 3.0}, "piece.density": {"a.mid": 2.0}}
+    assert run.per_piece == {"coherence.structureness": {"a.mid": 0.4}, "piece.range": {"a.mid": 3.0}, "piece.density": {"a.mid": 2.0}}
 
 
 def test_an_evaluation_in_a_subfolder_joins_the_run_that_holds_the_config(tmp_path):
@@ -90,6 +90,20 @@ def test_an_evaluation_in_a_subfolder_joins_the_run_that_holds_the_config(tmp_pa
     runs, skips = collect_runs(tmp_path / "runs")
     assert skips == [] and len(runs) == 1
     assert runs[0].path == run_dir and runs[0].metrics["mode_collapse.score"] == 0.2
+
+
+def test_overrides_of_another_app_run_in_the_same_folder_are_not_taken_for_the_training(study):
+    # `lyria-evaluate ... hydra.run.dir=RUN` replaces RUN/.hydra with its own config and overrides
+    hydra = study / "0" / ".hydra"
+    (hydra / "config.yaml").write_text("generated: samples\neval: {seed: 0}\n")
+    (hydra / "overrides.yaml").write_text("- generated=samples\n- eval=fast\n")
+    runs = collect_runs(study)[0]
+    evaluated = next(r for r in runs if r.path == study / "0")
+    assert evaluated.overrides == [] and evaluated.choices == {}
+    assert evaluated.config["model.mixer._target_"].endswith("AttentionMixer")  # from checkpoints/config.yaml
+    # the group's other seeds still recorded their overrides
+    labels = {g.label for g in group_runs(runs, IGNORE)}
+    assert labels == {"model/mixer=attention_rope", "model/mixer=attention_nope", "model/mixer=dilated_conv"}
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def _order(board):
     ("rank_by", "expected"),
     [
         ("mode_collapse.score", ["attention_rope", "dilated_conv", "hierarchical"]),  # lower is better
-        ("diversity.pairwise_distance", ["dilated_conv", "hierarchical", "attention_rope"]),  # higher is better
+        ("diversity.vendi", ["dilated_conv", "hierarchical", "attention_rope"]),  # higher is better
         ("train.final_val_bits_per_note", ["dilated_conv", "attention_rope", "hierarchical"]),
     ],
 )
@@ -53,7 +53,7 @@ def test_a_real_difference_is_flagged_and_a_null_one_is_not(tmp_path, compose_tr
     for seed in range(3):
         root = make_study(tmp_path / f"sweep{seed}", SPECS, seeds=[1, 2, 3], n_pieces=12, rng=np.random.default_rng(seed))
         board = board_for(root, compose_train, "baseline=attention_rope", "higher_is_better=[coherence.*]")
-        cells = {row.group.label: row.cells["coherence.self_similarity"] for row in board.rows}
+        cells = {row.group.label: row.cells["coherence.structureness"] for row in board.rows}
         shifted, null = cells["model/mixer=dilated_conv"], cells["model/mixer=hierarchical"]
         assert shifted.test.n_pairs == 36 and shifted.verdict == BETTER and shifted.p_adjusted < 0.05
         assert null.test is not None and null.verdict == ""
@@ -67,7 +67,7 @@ def test_a_real_difference_is_flagged_and_a_null_one_is_not(tmp_path, compose_tr
 def test_a_worse_group_is_marked_worse_and_run_level_metrics_with_three_seeds_are_not_tested(study, compose_train):
     board = board_for(study, compose_train, "baseline=dilated_conv", "higher_is_better=[coherence.*]")
     rope = next(row for row in board.rows if row.group.label == "model/mixer=attention_rope")
-    assert rope.cells["coherence.self_similarity"].verdict == WORSE
+    assert rope.cells["coherence.structureness"].verdict == WORSE
     # three seeds give three pairs: the test could never reach alpha, so it is not run, and a note says so
     assert rope.cells["mode_collapse.score"].test is None
     assert any("mode_collapse.score (3)" in note for note in board.notes)
@@ -79,34 +79,36 @@ def test_intervals_over_a_few_seeds_only_are_flagged(study, compose_train):
     board = board_for(study, compose_train)
     cells = board.rows[0].cells
     assert not cells["mode_collapse.score"].per_piece and interval_flag(cells["mode_collapse.score"], board.min_seeds) == DEGENERATE_SEEDS
-    assert cells["coherence.self_similarity"].per_piece and interval_flag(cells["coherence.self_similarity"], board.min_seeds) == ""
+    assert cells["coherence.structureness"].per_piece and interval_flag(cells["coherence.structureness"], board.min_seeds) == ""
     assert interval_flag(cells["mode_collapse.score"], 3) == ""
 
 
 def test_a_single_seed_is_flagged_as_covering_pieces_only(tmp_path, compose_train):
     root = make_study(tmp_path / "sweep", SPECS[:2], seeds=[1], n_pieces=10, rng=np.random.default_rng(0))
     board = board_for(root, compose_train)
-    assert interval_flag(board.rows[0].cells["coherence.self_similarity"], board.min_seeds) == ONE_SEED
+    assert interval_flag(board.rows[0].cells["coherence.structureness"], board.min_seeds) == ONE_SEED
 
 
 def test_the_reference_row_holds_the_real_vs_real_values(study, compose_train):
     board = board_for(study, compose_train)
-    assert board.reference == {"coherence.self_similarity": 0.55, "diversity.pairwise_distance": 0.7}
+    assert board.reference == {"coherence.structureness": 0.55, "diversity.vendi": 0.7}
 
 
 def test_columns_follow_the_include_patterns_after_rank_by(study, compose_train):
-    board = board_for(study, compose_train, "metrics=[diversity.*,coherence.*]")
-    assert board.metrics == ["train.final_val_bits_per_note", "diversity.pairwise_distance", "coherence.self_similarity"]
-    board = board_for(study, compose_train, "rank_by=null", "exclude_metrics=[train.*,features.*]")
-    assert board.metrics == ["coherence.self_similarity", "mode_collapse.score", "diversity.pairwise_distance"]
+    # the default: the headline metrics that exist, in the config's order; descriptive features are left out
+    assert board_for(study, compose_train).metrics == ["train.final_val_bits_per_note", "diversity.vendi", "mode_collapse.score", "coherence.structureness"]
+    board = board_for(study, compose_train, "metrics=[coherence.*,diversity.*]")
+    assert board.metrics == ["train.final_val_bits_per_note", "coherence.structureness", "diversity.vendi"]
+    board = board_for(study, compose_train, "metrics=[*]", "rank_by=null", "exclude_metrics=[train.*]")
+    assert board.metrics == ["coherence.structureness", "mode_collapse.score", "diversity.vendi", "features.pitch_range_mean", "features.pitch_range"]
     assert all(row.rank is None for row in board.rows) and board.baseline is None and board.n_tests == 0
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("rank_by=coherence.self_similarity", r"rank_by=coherence.self_similarity: no known direction; add it to lower_is_better"),
-        ("rank_by=diversity.typo", r"rank_by=diversity.typo is not a metric of any run; available: .*diversity.pairwise_distance"),
+        ("rank_by=coherence.structureness", r"rank_by=coherence.structureness: no known direction; add it to lower_is_better"),
+        ("rank_by=diversity.typo", r"rank_by=diversity.typo is not a metric of any run; available: .*diversity.vendi"),
         ("baseline=transformer_xl", r"baseline='transformer_xl' matches no group.*model/mixer=dilated_conv"),
         ("baseline=debug", r"baseline='debug' matches 3 groups"),
     ],

@@ -149,17 +149,23 @@ def _read_yaml(path: Path) -> Any:
         raise RunFileError(f"{path}: not a readable YAML config ({str(err).splitlines()[0]})") from None
 
 
+def _is_train_config(path: Path) -> bool:
+    """Whether `path` is a training config; an unreadable one counts, so that loading reports it."""
+    try:
+        return TRAIN_CONFIG_KEY in (yaml.safe_load(path.read_text()) or {})
+    except (OSError, yaml.YAMLError, TypeError):
+        return True
+
+
 def _train_config(folder: Path) -> Path | None:
-    for name in TRAIN_CONFIG_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            if TRAIN_CONFIG_KEY in (yaml.safe_load(path.read_text()) or {}):
-                return path
-        except (OSError, yaml.YAMLError, TypeError):
-            return path  # unreadable: reported when the run is loaded
-    return None
+    return next((folder / name for name in TRAIN_CONFIG_FILES if (folder / name).is_file() and _is_train_config(folder / name)), None)
+
+
+def _hydra_of_training(folder: Path) -> bool:
+    """Whether `folder/.hydra` was written by the training: another app run in the same folder (an evaluation
+    with hydra.run.dir=RUN) replaces it, and its overrides would then describe that app, not the run."""
+    config = folder / TRAIN_CONFIG_FILES[1]
+    return config.is_file() and _is_train_config(config)
 
 
 def _run_folder(found: Path, root: Path) -> Path:
@@ -237,7 +243,8 @@ def load_run(folder: Path, metrics_path: Path | None, summary_path: Path | None,
     if not isinstance(config, dict):
         raise RunFileError(f"{config_path}: expected a mapping at the top, found {type(config).__name__}")
     overrides_path = folder / OVERRIDES_FILE
-    overrides = _read_yaml(overrides_path) if overrides_path.is_file() else []
+    training_hydra = _hydra_of_training(folder)
+    overrides = _read_yaml(overrides_path) if training_hydra and overrides_path.is_file() else []
     if not isinstance(overrides, list):
         raise RunFileError(f"{overrides_path}: expected a list of overrides, found {type(overrides).__name__}")
 
@@ -259,7 +266,7 @@ def load_run(folder: Path, metrics_path: Path | None, summary_path: Path | None,
         samples = _samples(evaluation, metrics_path.parent, folder, samples_per_run)
     flat_config = flatten(config)
     return Run(
-        choices=_choices(folder / HYDRA_FILE),
+        choices=_choices(folder / HYDRA_FILE) if training_hydra else {},
         path=folder,
         config=flat_config,
         overrides=[str(o) for o in overrides],
@@ -324,9 +331,10 @@ def _shown(key: str, value: Any) -> str:
 
 
 def _shared_overrides(runs: list[Run], ignore: list[str]) -> dict[str, str]:
-    """The overrides every run of a group has, by key, ignored keys (seed, paths...) left out."""
-    first = {override_key(o): o for o in runs[0].overrides if not matches(_dotted(override_key(o)), ignore)}
-    return {k: o for k, o in first.items() if all(o in run.overrides for run in runs[1:])}
+    """The overrides every run of a group has (of those that recorded any), by key; ignored keys left out."""
+    recorded = [run for run in runs if run.overrides] or runs
+    first = {override_key(o): o for o in recorded[0].overrides if not matches(_dotted(override_key(o)), ignore)}
+    return {k: o for k, o in first.items() if all(o in run.overrides for run in recorded[1:])}
 
 
 def _override_labels(members: dict[str, list[Run]], shared: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -338,7 +346,7 @@ def _override_labels(members: dict[str, list[Run]], shared: dict[str, dict[str, 
     def part(group: str, key: str) -> str | None:
         if key in shared[group]:
             return shared[group][key]
-        run = members[group][0]
+        run = next((r for r in members[group] if r.choices), members[group][0])
         if key in run.choices:
             return f"{key}={run.choices[key]}"
         return f"{key}={_shown(key, run.config[_dotted(key)])}" if _dotted(key) in run.config else None
@@ -380,7 +388,7 @@ def group_runs(runs: list[Run], ignore: Iterable[str]) -> list[Group]:
                 key=key,
                 label=labels[key],
                 runs=sorted(group, key=_seed_order),
-                settings=[*labels[key].split(), *shared[key].values(), *(f"{k}={v}" for k, v in group[0].choices.items())],
+                settings=[*labels[key].split(), *shared[key].values(), *(f"{k}={v}" for r in group for k, v in r.choices.items())],
             )
             for key, group in members.items()
         ),
