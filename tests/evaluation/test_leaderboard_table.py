@@ -125,7 +125,7 @@ def test_the_most_specific_direction_rule_wins_and_equal_conflicts_are_errors():
     assert rules.of("distances.overlap_pitch") == "higher"
     assert rules.of("style.fidelity") == "higher"
     assert rules.of("features.pitch_range") is None
-    with pytest.raises(ConfigError, match="matches 'x.\\*' and 'x.\\*'"):
+    with pytest.raises(ConfigError, match=r"matches 'x\.\*' in lower_is_better and 'x\.\*' in higher_is_better"):
         Directions(lower=("x.*",), higher=("x.*",)).of("x.y")
 
 

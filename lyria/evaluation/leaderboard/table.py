@@ -26,19 +26,19 @@ class Directions:
     higher: tuple[str, ...]
 
     def of(self, metric: str) -> str | None:
+        """LOWER, HIGHER or None; an exact name beats any pattern, then the most literal characters win."""
         candidates = [(pattern, LOWER) for pattern in self.lower] + [(pattern, HIGHER) for pattern in self.higher]
-        scored = sorted(
-            ((pattern == metric, len(pattern.replace("*", "")), pattern, direction) for pattern, direction in candidates if matches(metric, [pattern])),
-            reverse=True,
-        )
-        if not scored:
+        found = [((pattern == metric, len(pattern.replace("*", ""))), pattern, d) for pattern, d in candidates if matches(metric, [pattern])]
+        if not found:
             return None
-        if len(scored) > 1 and scored[0][:2] == scored[1][:2] and scored[0][3] != scored[1][3]:
+        best = max(specificity for specificity, _, _ in found)
+        winners = {direction: pattern for specificity, pattern, direction in found if specificity == best}
+        if len(winners) > 1:
             raise ConfigError(
-                f"metric '{metric}' matches '{scored[0][2]}' and '{scored[1][2]}' in lower_is_better and higher_is_better "
-                "equally: name it exactly in one of them"
+                f"metric '{metric}' matches '{winners[LOWER]}' in lower_is_better and '{winners[HIGHER]}' in "
+                "higher_is_better equally: name it exactly in one of them"
             )
-        return scored[0][3]
+        return next(iter(winners))
 
 
 @dataclass
