@@ -1,9 +1,5 @@
-"""Finding runs under a folder, reading their metrics and configs, and grouping them by config over seeds.
-
-A run is a folder holding `metrics.json` (the evaluation) and/or `summary.json` (the training), whose resolved
-training config sits in it or above it (`checkpoints/config.yaml`, else Hydra's `.hydra/config.yaml`). A run
-whose files cannot be read is a `Skip` with the reason; nothing here raises on bad run files.
-"""
+"""Runs under a folder (metrics.json and/or summary.json beside a resolved training config), read as data, and
+grouped by config over seeds; a run whose files cannot be used is a `Skip` with the reason, never an exception."""
 
 from __future__ import annotations
 
