@@ -226,11 +226,20 @@ class TrainSchema:
 
 
 @dataclass
+class WindowSchema:
+    keep_fraction: float = 0.75
+    opening_bars: int = 2
+
+
+@dataclass
 class GenerateSchema:
     ckpt: str = "???"
     n: int = 8
     batch_size: int = 8
     max_new_tokens: int = 1024
+    max_bars: Optional[int] = None
+    max_seconds: Optional[float] = None
+    window: WindowSchema = field(default_factory=WindowSchema)
     temperature: float = 1.0
     top_k: Optional[int] = None
     top_p: Optional[float] = None
@@ -241,6 +250,8 @@ class GenerateSchema:
     seed: int = 0
     prompt: Optional[str] = None
     prompt_bars: Optional[int] = None
+    infill: Optional[str] = None
+    bars: Optional[str] = None
     device: str = "cpu"
     output_dir: str = "samples"
     processors: list[Any] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""`generate(cfg)`: load a checkpoint, sample `n` pieces (optionally continuing a prompt), write MIDI + index."""
+"""`generate(cfg)`: load a checkpoint, write `n` new pieces, continuations of `prompt=` or infillings of `infill=` as MIDI, with index.json."""
 
 from __future__ import annotations
 
@@ -8,103 +8,107 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from symusic import Score
 from tqdm.auto import tqdm
 
 from lyria.checkpoint import load_model
-from lyria.config import GenerateSchema, build, validate
-from lyria.generation.sampler import Sampler
+from lyria.config import ConfigError, GenerateSchema, build, validate
+from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
+from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render.midi import write_midi
 
 log = logging.getLogger(__name__)
 
 
-def prompt_ids(tokenizer, prompt: str | None, prompt_bars: int | None) -> np.ndarray:
-    """BOS, then the prompt piece's tokens (its first `prompt_bars` bars when given)."""
-    bos = tokenizer.step_ids(tokenizer.bos_id)[None]
-    if prompt is None:
-        return bos
-    path = Path(prompt)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt={prompt!r}: no such MIDI file")
-    try:
-        score = Score(str(path))
-    except Exception as err:
-        raise ValueError(f"prompt={prompt!r} is not a readable MIDI file: {err}") from err
-    if score.note_num() == 0:
-        raise ValueError(f"prompt={prompt!r} has no notes to continue")
-    seq = tokenizer.encode(score)
-    ids = seq.ids
-    if prompt_bars is not None:
-        ids = ids[seq.bar_ids < prompt_bars]
-    return np.concatenate([bos, ids], axis=0)
+def build_sampler(cfg: DictConfig) -> Sampler:
+    """The model of `cfg.ckpt` behind the processors and context window `cfg` lists."""
+    model, tokenizer, _ = load_model(cfg.ckpt, map_location=cfg.device)
+    processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
+    window = ContextWindow(keep_fraction=cfg.window.keep_fraction, opening_bars=cfg.window.opening_bars)
+    return Sampler(model, tokenizer, processors, device=cfg.device, window=window)
 
 
-def decode_or_repair(tokenizer, ids: np.ndarray) -> tuple[Score, str | None]:
-    """Decodes a sample; one that fails or holds no note is repaired by dropping the steps the tokenizer's
-    grammar forbids. Returns (score, what was repaired or None); raises ValueError with both reasons."""
-    try:
-        score = tokenizer.decode(ids)
-        problem = None if score.note_num() else "decoded to a score with no notes"
-    except Exception as err:  # MidiTok's decoders raise many types on illegal sequences
-        score, problem = None, f"{type(err).__name__}: {err}"
-    if problem is None:
-        return score, None
-    repaired, dropped = tokenizer.grammar.repair(ids)
-    try:
-        score = tokenizer.decode(repaired)
-    except Exception as err:
-        raise ValueError(f"{problem}; after dropping {dropped} illegal steps: {type(err).__name__}: {err}") from err
-    if score.note_num() == 0:
-        raise ValueError(f"{problem}; still no notes after dropping {dropped} illegal steps")
-    return score, f"{problem}; repaired by dropping {dropped} illegal steps"
+def _mode(cfg: DictConfig) -> str:
+    if cfg.prompt is not None and cfg.infill is not None:
+        raise ConfigError(f"prompt={cfg.prompt!r} and infill={cfg.infill!r}: give one of them (continue a piece, or fill its bars)")
+    if cfg.infill is not None and cfg.bars is None:
+        raise ConfigError(f"infill={cfg.infill!r} needs bars=FIRST-LAST (1-based, inclusive), e.g. bars=5-8")
+    if cfg.bars is not None and cfg.infill is None:
+        raise ConfigError(f"bars={cfg.bars!r} says which bars of infill=FILE.mid to write anew; infill is not set")
+    return "continue" if cfg.prompt is not None else "infill" if cfg.infill is not None else "new"
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Writes sample_NNN.mid files and index.json under cfg.output_dir; returns the index."""
     cfg = validate(cfg, GenerateSchema)
-    model, tokenizer, hparams = load_model(cfg.ckpt, map_location=cfg.device)
-    processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
-    sampler = Sampler(model, tokenizer, processors, device=cfg.device)
-    prompt = prompt_ids(tokenizer, cfg.prompt, cfg.prompt_bars)
+    mode = _mode(cfg)
+    limits = Limits(max_new_tokens=cfg.max_new_tokens, max_bars=cfg.max_bars, max_seconds=cfg.max_seconds)
+    sampler = build_sampler(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    samples, failures = [], []
     started = time.perf_counter()
+    common = dict(n=cfg.n, seed=cfg.seed, limits=limits, batch_size=cfg.batch_size)
     with tqdm(total=cfg.n, desc="generating", unit="piece") as progress:
-        for batch_start in range(0, cfg.n, cfg.batch_size):
-            count = min(cfg.batch_size, cfg.n - batch_start)
-            results = sampler.generate(prompt, n=count, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + batch_start)
-            for offset, result in enumerate(results):
-                index = batch_start + offset
-                name = f"sample_{index:03d}.mid"
-                entry = {"index": index, "n_tokens": int(len(result.ids)), "prompt_tokens": result.prompt_length, "stop_reason": result.stop_reason}
-                try:
-                    score, repaired = decode_or_repair(tokenizer, result.ids)
-                    entry["n_notes"] = write_midi(score, out_dir / name)
-                    entry["file"] = name
-                    if repaired:
-                        entry["repaired"] = repaired
-                    samples.append(entry)
-                except Exception as err:  # counted and reported, never dropped silently
-                    failures.append({**entry, "reason": f"{type(err).__name__}: {err}"})
-                progress.update(1)
+        if mode == "continue":
+            pieces = continue_piece(sampler, read_midi(cfg.prompt, "prompt"), prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
+        elif mode == "infill":
+            pieces = infill_piece(sampler, read_midi(cfg.infill, "infill"), str(cfg.bars), progress=progress.update, **common)
+        else:
+            pieces = new_pieces(sampler, progress=progress.update, **common)
+    samples, failures = [], []
+    for piece in pieces:
+        entry = _entry(piece)
+        if piece.score is not None:
+            name = f"sample_{piece.index:03d}.mid"
+            try:
+                entry["n_notes"] = write_midi(piece.score, out_dir / name)
+                entry["file"] = name
+                samples.append(entry)
+                continue
+            except ValueError as err:
+                piece.error = str(err)
+        failures.append({**entry, "reason": piece.error})
     index = {
         "checkpoint": str(Path(cfg.ckpt).resolve()),
+        "mode": mode,
         "settings": OmegaConf.to_container(cfg, resolve=True),
-        "tokenizer": tokenizer.name,
+        "tokenizer": sampler.tokenizer.name,
         "seconds": round(time.perf_counter() - started, 2),
         "written": len(samples),
         "repaired": sum("repaired" in entry for entry in samples),
         "failed": len(failures),
+        "stop_reasons": _counts(entry["stop_reason"] for entry in samples + failures),
         "samples": samples,
         "failures": failures,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))
     print(
         f"wrote {len(samples)} MIDI files to {out_dir} ({index['repaired']} repaired, {len(failures)} failed to decode; "
-        "see index.json)"
+        f"stopped by {index['stop_reasons']}; see index.json)"
     )
     return index
+
+
+def _entry(piece: Piece) -> dict[str, Any]:
+    result = piece.result
+    entry = {
+        "index": piece.index,
+        "n_tokens": int(len(result.ids)),
+        "prompt_tokens": result.prompt_length,
+        "new_tokens": int(len(result.ids) - result.prompt_length),
+        "bars": int(result.bar_ids.max()) + 1 if len(result.bar_ids) else 0,
+        "stop_reason": result.stop_reason,
+        "context_rereads": result.rereads,
+    }
+    if piece.score is not None:
+        entry["seconds"] = round(float(piece.score.to("second").end()), 2)
+    if piece.repaired:
+        entry["repaired"] = piece.repaired
+    return entry
+
+
+def _counts(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,7 +19,8 @@ class StepContext:
     """What a processor may look at.
 
     history: the ids so far (B, T) or (B, T, F); field: the field being drawn; partial: the fields
-    of this step drawn already (B, field); trackers: one BarTracker per row, through the history.
+    of this step drawn already (B, field); trackers: one BarTracker per row, through the history;
+    end_id: the token that ends a row in this task (EOS, or SEP after an infilled span).
     """
 
     history: Tensor
@@ -29,6 +29,7 @@ class StepContext:
     step: int
     partial: Tensor | None = None
     trackers: list | None = None
+    end_id: int | None = None
 
 
 class LogitsProcessor:
@@ -71,34 +72,42 @@ class PerField(LogitsProcessor):
 
 
 class SpecialTokenMask(LogitsProcessor):
-    """Forbids special tokens inside generated music (PAD, BOS, MASK, task and style tokens); EOS stays legal."""
+    """Forbids special tokens inside generated music (PAD, BOS, MASK, FILL, style tokens) except the task's end:
+    EOS ends a piece, SEP ends an infilled span (then EOS is forbidden: the piece goes on after the span)."""
+
+    def __init__(self) -> None:
+        self._banned: dict[tuple[int, int, str], Tensor] = {}
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
         tok = ctx.tokenizer
-        banned = [i for i in range(tok.num_special) if i != tok.eos_id]
-        logits = logits.clone()
-        logits[:, banned] = float("-inf")
-        return logits
+        end = tok.eos_id if ctx.end_id is None else ctx.end_id
+        key = (logits.shape[-1], end, str(logits.device))
+        if key not in self._banned:
+            banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            banned[: tok.num_special] = True
+            banned[end] = False
+            self._banned[key] = banned
+        return logits.masked_fill(self._banned[key], float("-inf"))
 
 
 class GrammarMask(LogitsProcessor):
     """Forbids ids that would break the tokenizer's grammar here (lyria.tokenizers.grammar), so samples decode.
 
-    Needs the sampler's trackers (ctx.trackers); a row with no legal id left is passed through unchanged
-    and the decoder's repair step deals with it.
+    Needs the sampler's trackers (ctx.trackers). The grammar memoises its masks by the state they depend
+    on, so a step costs a dictionary look-up per row and one gather. A row with no legal id left is
+    passed through unchanged and the decoder's repair step deals with it.
     """
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
         if ctx.trackers is None:
             raise ValueError("GrammarMask needs the sampler's bar trackers in the StepContext")
-        grammar = ctx.tokenizer.grammar
-        masks = []
-        for row, tracker in enumerate(ctx.trackers):
-            previous = ctx.history[row, -1].cpu().numpy() if ctx.history.shape[1] else None
-            partial = ctx.partial[row].tolist() if ctx.partial is not None else []
-            allowed = grammar.allowed(ctx.field, tracker, previous, partial)
-            masks.append(allowed if allowed.any() else np.ones_like(allowed))
-        keep = torch.from_numpy(np.stack(masks)).to(logits.device)
+        tok = ctx.tokenizer
+        previous = ctx.history[:, -1].cpu().numpy() if ctx.history.shape[1] else None
+        partial = ctx.partial.cpu().numpy() if ctx.partial is not None else None
+        keep = tok.grammar.masks(ctx.field, ctx.trackers, previous, partial).to(logits.device)
+        if ctx.field == 0 and ctx.end_id is not None and ctx.end_id != tok.eos_id:
+            keep = keep.clone()
+            keep[:, ctx.end_id] = keep[:, tok.eos_id]  # the task's end token is legal where EOS would be
         return logits.masked_fill(~keep, float("-inf"))
 
 

@@ -7,7 +7,7 @@ tokenizers give several ids per step: their embeddings are summed and each field
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,11 +21,33 @@ from lyria.models.positions import Positional
 
 @dataclass
 class Cache:
-    """Incremental-decoding state: one entry per layer, the number of tokens seen, their bar ids."""
+    """Incremental-decoding state: one entry per layer, the number of tokens seen, the last token's bar id.
+
+    Layer entries are dicts of batch-first tensors that mixers may update in place. State that holds
+    for the whole generation (a conditioning memory, say) belongs in fields that `restart` keeps.
+    """
 
     layers: list[dict] = field(default_factory=list)
     length: int = 0
-    bar_ids: Tensor | None = None
+    last_bar_ids: Tensor | None = None
+
+    def select(self, rows: Tensor) -> "Cache":
+        """The cache of the given batch rows only (e.g. without sequences that have ended)."""
+        return replace(self, layers=_select_rows(self.layers, rows), last_bar_ids=_select_rows(self.last_bar_ids, rows))
+
+    def restart(self) -> "Cache":
+        """An empty cache for re-reading a shortened sequence; everything but the token state is kept."""
+        return replace(self, layers=[{} for _ in self.layers], length=0, last_bar_ids=None)
+
+
+def _select_rows(state: Any, rows: Tensor) -> Any:
+    if isinstance(state, Tensor):
+        return state.index_select(0, rows)
+    if isinstance(state, dict):
+        return {key: _select_rows(value, rows) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_select_rows(value, rows) for value in state)
+    return state
 
 
 class FeedForward(nn.Module):
@@ -135,6 +157,12 @@ class LyriaLM(nn.Module):
     def receptive_fields(self) -> list[int | None]:
         return [getattr(b.mixer, "receptive_field", None) for b in self.blocks]
 
+    @property
+    def streams(self) -> bool:
+        """Whether decoding can go on past max_seq_len through the cache alone (every mixer streams, and
+        positions are relative); otherwise a sampler re-reads a shortened sequence when the context is full."""
+        return all(b.mixer.streams for b in self.blocks) and not self.position.absolute
+
     def new_cache(self) -> Cache:
         return Cache(layers=[{} for _ in self.blocks])
 
@@ -156,26 +184,26 @@ class LyriaLM(nn.Module):
     ) -> tuple[Tensor | list[Tensor], Cache | None]:
         length = tokens.shape[1]
         offset = cache.length if cache is not None else 0
+        self.position.reserve(offset + length)
         positions = torch.arange(offset, offset + length, device=tokens.device)
         ctx = MixerContext(
             positions=positions,
             position=self.position,
             bar_ids=bar_ids,
-            past_bar_ids=cache.bar_ids if cache is not None else None,
+            last_bar_ids=cache.last_bar_ids if cache is not None else None,
         )
         x = self.position.embed(self.embed(tokens), positions)
         x = self.drop(self.conditioner.embed(x, cond))
-        new_layers = []
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, ctx, cond, self.conditioner, cache.layers[i] if cache is not None else None)
-            new_layers.append(layer_cache)
+            if cache is not None:
+                cache.layers[i] = layer_cache
         x = self.norm(x)
         logits = [head(x) for head in self.heads]
         if cache is not None:
-            past_bars = cache.bar_ids
+            cache.length = offset + length
             if bar_ids is not None:
-                past_bars = bar_ids if past_bars is None else torch.cat([past_bars, bar_ids], dim=1)
-            cache = Cache(layers=new_layers, length=offset + length, bar_ids=past_bars)
+                cache.last_bar_ids = bar_ids[:, -1:]
         return (logits if self.is_compound else logits[0]), cache
 
 

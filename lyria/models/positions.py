@@ -16,9 +16,15 @@ from torch import Tensor, nn
 class Positional(nn.Module):
     """No positional information (NoPE): the causal mask alone tells the model about order."""
 
+    has_bias = False  # whether `bias` returns a tensor (the attention then needs an explicit mask)
+    absolute = False  # whether positions index a table that ends at max_seq_len
+
     def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
         super().__init__()
         self.d_model, self.n_heads, self.max_seq_len = d_model, n_heads, max_seq_len
+
+    def reserve(self, length: int) -> None:
+        """Called before positions up to `length - 1` are used, so that tables can grow ahead of them."""
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         return x
@@ -37,6 +43,8 @@ class Positional(nn.Module):
 class LearnedPosition(Positional):
     """Learned absolute position embeddings added to the tokens (GPT-2 style); no use beyond max_seq_len."""
 
+    absolute = True
+
     def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
         super().__init__(d_model, n_heads, max_seq_len)
         self.table = nn.Embedding(max_seq_len, d_model)
@@ -52,7 +60,11 @@ class LearnedPosition(Positional):
 
 
 class RotaryPosition(Positional):
-    """Rotary embeddings (RoPE) on queries and keys; relative by construction, cache-friendly."""
+    """Rotary embeddings (RoPE) on queries and keys; relative by construction, cache-friendly.
+
+    Adjacent channel pairs (0, 1), (2, 3), ... rotate together, as complex numbers multiplied by
+    e^(i * position * frequency); the unit rotations are a table, extended when positions outgrow it.
+    """
 
     def __init__(self, d_model: int, n_heads: int, max_seq_len: int, base: float = 10000.0) -> None:
         super().__init__(d_model, n_heads, max_seq_len)
@@ -61,12 +73,20 @@ class RotaryPosition(Positional):
             raise ValueError(f"RoPE needs an even head dimension, got d_model/n_heads = {head_dim}")
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("rotations", self._table(max(max_seq_len, 1), inv_freq), persistent=False)
+
+    @staticmethod
+    def _table(length: int, inv_freq: Tensor) -> Tensor:
+        angles = torch.arange(length, dtype=torch.float32, device=inv_freq.device)[:, None] * inv_freq[None, :]
+        return torch.polar(torch.ones_like(angles), angles)  # (length, Dh/2) complex64
+
+    def reserve(self, length: int) -> None:
+        if length > self.rotations.shape[0]:  # generation past the trained context
+            self.rotations = self._table(2 * length, self.inv_freq)
 
     def _rope(self, x: Tensor, pos: Tensor) -> Tensor:
-        angles = pos.to(torch.float32)[:, None] * self.inv_freq[None, :]  # (T, Dh/2)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * self.rotations[pos]).flatten(-2).to(x.dtype)
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
         return self._rope(q, q_pos), self._rope(k, k_pos)
@@ -84,6 +104,8 @@ def alibi_slopes(n_heads: int) -> Tensor:
 
 class ALiBiPosition(Positional):
     """ALiBi: no embeddings, a per-head penalty linear in the distance to each key."""
+
+    has_bias = True
 
     def __init__(self, d_model: int, n_heads: int, max_seq_len: int) -> None:
         super().__init__(d_model, n_heads, max_seq_len)

@@ -22,7 +22,7 @@ import numpy as np
 from symusic import Note, Score, Track
 
 from lyria.config import ConfigError, resolve_class, to_plain
-from lyria.tokenizers.timeline import BarTracker, TimelineTables, parse_token
+from lyria.tokenizers.timeline import BarTracker, TimelineTables, TokenMeaning, parse_token
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +429,11 @@ class LyriaTokenizer:
     @cached_property
     def timeline_tables(self) -> TimelineTables:
         if self.is_compound:
-            fields = [[(parse_token(self.tok[f, i]),) for i in range(len(v))] for f, v in enumerate(self.tok.vocab)]
+            # a special step repeats its id in every field: its meaning (FILL, SEP) counts once, in field 0
+            fields = [
+                [(parse_token(self.tok[f, i]) if f == 0 or i >= self.num_special else TokenMeaning(),) for i in range(len(v))]
+                for f, v in enumerate(self.tok.vocab)
+            ]
         else:
             fields = [[tuple(parse_token(t) for t in self.tokens_of(i)) for i in range(len(self.tok))]]
         return TimelineTables(
@@ -439,6 +443,11 @@ class LyriaTokenizer:
             rest_from_note_end=not isinstance(self.tok, miditok.MIDILike),
             note_offs=isinstance(self.tok, miditok.MIDILike),
         )
+
+    @property
+    def supports_infilling(self) -> bool:
+        """Infilling needs tokens that mark bars (REMI, CPWord, Octuple): time shifts alone cannot say where a gap ends."""
+        return self.timeline_tables.marks_bars
 
     def new_bar_tracker(self) -> BarTracker:
         """A fresh tracker for generation: feed it every sampled step with `step`."""

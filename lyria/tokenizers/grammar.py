@@ -16,14 +16,39 @@ from typing import Sequence
 
 import miditok
 import numpy as np
+import torch
 
 from lyria.tokenizers.timeline import BarTracker
 
 START = "START"  # the state before any musical token (after BOS, style or task tokens)
 
 
+class _MaskTable:
+    """Distinct masks of one field, computed once each, stacked for gathering rows by slot."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple, int] = {}
+        self.masks: list[torch.Tensor] = []
+        self.stacked: torch.Tensor | None = None
+
+    def add(self, key: tuple, mask: np.ndarray) -> int:
+        self.slots[key] = len(self.masks)
+        self.masks.append(torch.from_numpy(mask if mask.any() else np.ones_like(mask)))
+        self.stacked = None
+        return self.slots[key]
+
+    def gather(self, slots: list[int]) -> torch.Tensor:
+        if self.stacked is None:
+            self.stacked = torch.stack(self.masks)
+        return self.stacked[slots]
+
+
 class Grammar:
-    """`allowed(field, tracker, previous, partial)` -> bool mask over the field's vocabulary."""
+    """`allowed(field, tracker, previous, partial)` -> bool mask over the field's vocabulary.
+
+    `key(...)` names everything `allowed` reads (token types, position floor, bar length, ...), so that
+    `masks` computes each distinct mask once and serves a batch with one gather.
+    """
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -31,9 +56,31 @@ class Grammar:
         self.num_special = tokenizer.num_special
         self.eos = tokenizer.eos_id
         self.positions_per_beat = self.tok.config.max_num_pos_per_beat
+        self._memo: dict[int, _MaskTable] = {}
 
     def allowed(self, field: int, tracker: BarTracker, previous: np.ndarray, partial: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
+
+    def key(self, field: int, tracker: BarTracker, previous, partial: Sequence[int]) -> tuple:
+        """The state `allowed` depends on, hashable; equal keys must give equal masks."""
+        raise NotImplementedError
+
+    def masks(self, field: int, trackers: Sequence[BarTracker], previous: np.ndarray | None, partial: np.ndarray | None) -> torch.Tensor:
+        """(B, V) bool masks for a batch: row i from trackers[i], previous[i] (None: nothing yet), partial[i].
+
+        A row with no legal id gets an all-true mask (the sampler then leaves it to the decoder's repair).
+        """
+        table = self._memo.setdefault(field, _MaskTable())
+        rows = []
+        for row, tracker in enumerate(trackers):
+            prev = None if previous is None else previous[row]
+            part = [] if partial is None else partial[row].tolist()
+            key = self.key(field, tracker, prev, part)
+            slot = table.slots.get(key)
+            if slot is None:
+                slot = table.add(key, self.allowed(field, tracker, prev, part))
+            rows.append(slot)
+        return table.gather(rows)
 
     def _positions_per_bar(self, tracker: BarTracker, time_signature: tuple[int, int] | None = None) -> int:
         return tracker.bar_length(time_signature or tracker.time_signature) // tracker.ticks_per_position()
@@ -117,6 +164,12 @@ class TypeGraphGrammar(Grammar):
             return START
         return last
 
+    def key(self, field: int, tracker: BarTracker, previous, partial) -> tuple:
+        state = self._state(previous)
+        positions = (_position_floor(state, tracker), self._positions_per_bar(tracker)) if self.position_types.any() else None
+        sounding = tuple(sorted((p, c) for p, c in tracker.sounding.items() if c))
+        return state, positions, tracker.n_notes > 0, sounding
+
     def allowed(self, field: int, tracker: BarTracker, previous, partial) -> np.ndarray:
         state = self._state(previous)
         mask = self.after.get(state, self.after[START]).copy()
@@ -182,6 +235,10 @@ class CPWordGrammar(CompoundGrammar):
             return bar_pos
         return "Rest"
 
+    def key(self, field, tracker, previous, partial) -> tuple:
+        prev = self._previous_type(previous)
+        return field, prev, tuple(partial[:2]), _position_floor(prev, tracker), self._positions_per_bar(tracker), tracker.n_notes > 0
+
     def _allowed(self, field, tracker, previous, partial) -> np.ndarray:
         prev = self._previous_type(previous)
         follows = self.graph.get(prev, set()) if prev != START else {"Bar", "Position", "Pitch", "Rest"}
@@ -231,6 +288,10 @@ class OctupleGrammar(CompoundGrammar):
             self.signatures = [tuple(int(x) for x in v.split("/")) if "/" in v else (0, 0) for v in self.values[self.timesig_field]]
         longest = max(num for num, _ in self.tok.time_signatures) if self.timesig_field is not None else 4
         self.max_positions = longest * self.positions_per_beat
+
+    def key(self, field, tracker, previous, partial) -> tuple:
+        started = previous is not None and int(previous[0]) >= self.num_special
+        return field, started, tracker.bar, tracker.position, tracker.time_signature, tracker.n_notes > 0, tuple(partial)
 
     def _allowed(self, field, tracker, previous, partial) -> np.ndarray:
         mask = self.content[field].copy()

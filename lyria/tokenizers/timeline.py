@@ -6,6 +6,10 @@ Times are in the ticks of MidiTok's decoder (`tokenizer.time_division` per quart
 its decoding rules: a Position counts in steps of 1/`max_num_pos_per_beat` of the current beat, a
 Rest starts from the end of the last note (except in MIDI-Like), a time signature changes the bar
 length from the bar in which it appears.
+
+Infilling sequences (prefix, FILL per missing bar, suffix, SEP, the missing bars, SEP) are followed
+segment by segment: each FILL stands for one bar, so the suffix lands where it belongs, and the first
+SEP takes time back to the first FILL's bar, where the missing bars begin.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import numpy as np
 DEFAULT_TIME_SIGNATURE = (4, 4)
 
 # Inside one compound step, the bar is set first, then its time signature, then the time within it.
-_PRIORITY = {"bar": 0, "bar_number": 0, "timesig": 1, "position": 2, "shift": 2, "rest": 2, "note": 3, "note_off": 3, "duration": 4, "none": 5}
+_PRIORITY = {
+    "fill": 0, "sep": 0, "bar": 0, "bar_number": 0, "timesig": 1, "position": 2, "shift": 2, "rest": 2, "note": 3,
+    "note_off": 3, "duration": 4, "none": 5,
+}
 _NOTE_TYPES = ("Pitch", "NoteOn", "PitchDrum", "DrumOn", "PitchIntervalTime", "PitchIntervalChord")
 
 
@@ -28,7 +35,8 @@ class TokenMeaning:
     kind: "bar" (open the next bar), "bar_number" (go to bar `value`, Octuple), "position" (`value`
     steps into the bar), "shift" (advance by a time token), "rest" (advance after the last note
     ends), "duration" (a note lasting a time token), "note" (a note onset; MIDI-Like's NoteOn keeps
-    its pitch in `value`), "note_off" (MIDI-Like's NoteOff of pitch `value`), "timesig", or "none".
+    its pitch in `value`), "note_off" (MIDI-Like's NoteOff of pitch `value`), "timesig", "fill" (a
+    missing bar), "sep" (the missing bars follow), or "none".
     """
 
     kind: str = "none"
@@ -59,6 +67,8 @@ def parse_token(token: str) -> TokenMeaning:
     if kind == "TimeSig":
         num, den = value.split("/")
         return TokenMeaning("timesig", time_signature=(int(num), int(den)))
+    if kind in ("FILL", "SEP"):
+        return TokenMeaning(kind.lower())
     return TokenMeaning()
 
 
@@ -79,6 +89,16 @@ class TimelineTables:
     def compound(self) -> bool:
         return len(self.fields) > 1
 
+    @property
+    def ticks_per_quarter(self) -> int:
+        den, ticks = next(iter(self.ticks_per_beat.items()))
+        return ticks * den // 4
+
+    @property
+    def marks_bars(self) -> bool:
+        """Whether tokens say where bars start (Bar tokens or bar numbers): what infilling needs."""
+        return any(m.kind in ("bar", "bar_number") for table in self.fields for meanings in table for m in meanings)
+
 
 @dataclass
 class BarTracker:
@@ -96,6 +116,8 @@ class BarTracker:
     n_notes: int = 0
     time_signature: tuple[int, int] = DEFAULT_TIME_SIGNATURE
     sounding: dict[int, int] = field(default_factory=dict)  # pitch -> open NoteOns (MIDI-Like)
+    gap_bar: int | None = None  # the bar of the first FILL, where an infilled span begins
+    in_span: bool = False  # after the SEP that starts the missing bars
     # (tick, bar index, bar length in ticks) at each time-signature change, the first at tick 0.
     segments: list[tuple[int, int, int]] = field(default_factory=list)
 
@@ -135,6 +157,11 @@ class BarTracker:
         return start + (bar - bar0) * length
 
     @property
+    def quarters(self) -> float:
+        """The current time in quarter notes."""
+        return self.time / self.tables.ticks_per_quarter
+
+    @property
     def position(self) -> int:
         """Positions (grid steps) from the start of the current bar to the current time."""
         return (self.time - self.bar_start(self.bar)) // self.ticks_per_position()
@@ -142,7 +169,14 @@ class BarTracker:
     # ------------------------------------------------------------------ stepping
     def _apply(self, meaning: TokenMeaning) -> None:
         kind = meaning.kind
-        if kind == "bar":
+        if kind == "fill":
+            self._apply(TokenMeaning("bar"))
+            self.gap_bar = self.bar if self.gap_bar is None else self.gap_bar
+        elif kind == "sep" and self.gap_bar is not None and not self.in_span:
+            # the missing bars follow: the next Bar token opens the first of them
+            self.in_span, self.bar_opened = True, self.gap_bar > 0
+            self.time = self.note_end = self.bar_start(self.gap_bar - 1) if self.bar_opened else 0
+        elif kind == "bar":
             self.time = self.bar_start(self.bar + 1) if self.bar_opened else self.time
             self.bar_opened = True
         elif kind == "bar_number":

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from tokenizer_support import TOKENIZER_NAMES, build_tokenizer, is_compound
 
 from lyria.cli import CONF_DIR
-from lyria.generation.generate import decode_or_repair
+from lyria.generation.pieces import decode_or_repair
 from lyria.generation.processors import GrammarMask, SpecialTokenMask, Temperature, TopP
-from lyria.generation.sampler import Sampler
+from lyria.generation.sampler import Limits, Sampler
 from lyria.models.lm import LyriaLM
 
 MIXERS = sorted(p.stem for p in (Path(CONF_DIR) / "model" / "mixer").glob("*.yaml"))
@@ -71,7 +71,7 @@ def test_untrained_model_samples_decode_under_the_grammar(name):
         TopP(0.98, fields={"Duration": 0.9} if compound else None),
     ]
     sampler = Sampler(tiny_model(tokenizer), tokenizer, processors)
-    results = sampler.generate(tokenizer.step_ids(tokenizer.bos_id)[None], n=3, max_new_tokens=60, seed=3)
+    results = sampler.generate(tokenizer.step_ids(tokenizer.bos_id)[None], [3, 4, 5], Limits(max_new_tokens=60))
     for result in results:
         assert result.ids.shape[1:] == (len(tokenizer.vocab_sizes),) if tokenizer.is_compound else result.ids.ndim == 1
         np.testing.assert_array_equal(result.bar_ids, tokenizer.bar_ids(result.ids))

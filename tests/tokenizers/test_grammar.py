@@ -8,7 +8,7 @@ import pytest
 import torch
 from tokenizer_support import SINGLE_STREAM, TOKENIZER_NAMES, build_tokenizer
 
-from lyria.generation.generate import decode_or_repair
+from lyria.generation.pieces import decode_or_repair
 from lyria.generation.processors import GrammarMask, StepContext, Temperature, TopP
 
 WALKS, STEPS = 8, 160

@@ -28,6 +28,7 @@ class AttentionMixer(Mixer):
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.window = window
         self.receptive_field = window
+        self.streams = window is not None
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.dropout = dropout
@@ -37,22 +38,14 @@ class AttentionMixer(Mixer):
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_pos = ctx.positions
         q, k = ctx.position.rotate(q, k, q_pos, q_pos)
-        past = 0
-        if cache:
-            past = cache["k"].shape[2]
-            k = torch.cat([cache["k"], k], dim=2)
-            v = torch.cat([cache["v"], v], dim=2)
-        new_cache = None
         if cache is not None:
             # A windowed query needs only the window - 1 keys before it.
-            keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
-            new_cache = {"k": k[:, :, k.shape[2] - keep :], "v": v[:, :, v.shape[2] - keep :]}
-        k_pos = torch.arange(int(q_pos[0]) - past, int(q_pos[-1]) + 1, device=x.device)
-        y = self.attend(q, k, v, q_pos, k_pos, ctx.position)
+            k, v = append_keys(cache, k, v, None if self.window is None else self.window - 1)
+        y = self.attend(q, k, v, q_pos, ctx.position)
         y = y.transpose(1, 2).reshape(batch, length, -1)
-        return self.out(y), new_cache
+        return self.out(y), cache
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, position: Positional) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, position: Positional) -> Tensor:
         """(B, H, T, Dh) queries over (B, H, Tk, Dh) keys; the T queries are the last T of the Tk keys.
 
         With no more keys than the window (short sequences, single-token decoding), every key is in
@@ -61,17 +54,50 @@ class AttentionMixer(Mixer):
         dropout = self.dropout if self.training else 0.0
         if self.window is not None and k.shape[2] > self.window:
             return banded_attention(q, k, v, q_pos, self.window, position, dropout)
-        bias = position.bias(q_pos, k_pos)
-        if bias is None and k.shape[2] == q.shape[2]:
+        if not position.has_bias and k.shape[2] == q.shape[2]:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        if bias is None and q.shape[2] == 1:
+        if not position.has_bias and q.shape[2] == 1:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        k_pos = key_positions(q_pos, k.shape[2])
+        bias = position.bias(q_pos, k_pos)
         # An explicit mask (offset causal, or a bias) rules out the flash kernel; SDPA still picks the
         # memory-efficient kernel where the device has one.
         mask = causal_mask(q_pos, k_pos, q.dtype)
         if bias is not None:
             mask = mask + bias.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+def key_positions(q_pos: Tensor, n_keys: int) -> Tensor:
+    """Positions of the `n_keys` keys that end at the last query."""
+    last = int(q_pos[-1])
+    return torch.arange(last - n_keys + 1, last + 1, device=q_pos.device)
+
+
+def append_keys(cache: dict, k: Tensor, v: Tensor, keep: int | None) -> tuple[Tensor, Tensor]:
+    """Writes new keys and values (B, H, T, Dh) behind the cached ones, in preallocated buffers.
+
+    Returns views of the cached keys (at most `keep` of them; None keeps all) followed by the new ones.
+    The buffers grow by doubling; a bounded cache moves its last `keep` entries to the front when full,
+    so neither decoding step copies the past (no growing torch.cat).
+    """
+    new = k.shape[2]
+    filled = cache.get("filled", 0)
+    buffer_k, buffer_v = cache.get("k"), cache.get("v")
+    capacity = 0 if buffer_k is None else buffer_k.shape[2]
+    past = filled if keep is None else min(filled, keep)
+    if filled + new > capacity:
+        size = max(2 * (past + new), 64) if keep is None else keep + max(new, 64)
+        grown_k, grown_v = k.new_empty(*k.shape[:2], size, k.shape[3]), v.new_empty(*v.shape[:2], size, v.shape[3])
+        if past:
+            grown_k[:, :, :past] = buffer_k[:, :, filled - past : filled]
+            grown_v[:, :, :past] = buffer_v[:, :, filled - past : filled]
+        buffer_k, buffer_v, filled = grown_k, grown_v, past
+    buffer_k[:, :, filled : filled + new] = k
+    buffer_v[:, :, filled : filled + new] = v
+    filled += new
+    cache.update(k=buffer_k, v=buffer_v, filled=filled)
+    return buffer_k[:, :, filled - past - new : filled], buffer_v[:, :, filled - past - new : filled]
 
 
 def causal_mask(q_pos: Tensor, k_pos: Tensor, dtype: torch.dtype) -> Tensor:

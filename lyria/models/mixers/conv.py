@@ -32,6 +32,8 @@ class DilatedConvMixer(Mixer):
     convolution has no heads, and the block already applies dropout to every mixer's output.
     """
 
+    streams = True
+
     def __init__(
         self,
         d_model: int,

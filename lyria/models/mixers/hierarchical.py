@@ -53,7 +53,7 @@ class HierarchicalMixer(Mixer):
             raise ValueError(f"hierarchical mixer bar_layers must be >= 1, got bar_layers={bar_layers}")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.notes = AttentionMixer(d_model, n_heads, dropout, window)
-        self.bar_position = RotaryPosition(d_model, n_heads, max_seq_len=0)
+        self.bar_position = RotaryPosition(d_model, n_heads, max_seq_len=64)
         self.bar_layers = nn.ModuleList(BarLayer(d_model, n_heads, dropout) for _ in range(bar_layers))
         self.bar_start = nn.Parameter(torch.zeros(d_model))
         self.query = nn.Linear(d_model, d_model, bias=False)
@@ -62,6 +62,7 @@ class HierarchicalMixer(Mixer):
         self.dropout = dropout
         self.note_receptive_field = window
         self.receptive_field = None  # bar summaries reach back to the first bar
+        self.streams = True  # a note window plus one summary per bar: the whole piece, never re-read
 
     def forward(self, x: Tensor, ctx: MixerContext, cache: dict | None) -> tuple[Tensor, dict | None]:
         if ctx.bar_ids is None:
@@ -77,7 +78,7 @@ class HierarchicalMixer(Mixer):
         starts_bar = torch.zeros_like(bar_ids, dtype=torch.bool)
         starts_bar[:, 1:] = bar_ids[:, 1:] != bar_ids[:, :-1]
         if cache:
-            starts_bar[:, 0] = bar_ids[:, 0] != ctx.past_bar_ids[:, -1].to(x.device)
+            starts_bar[:, 0] = bar_ids[:, 0] != ctx.last_bar_ids[:, -1].to(x.device)
             done_before = cache["n_bars"]
         else:
             done_before = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -133,6 +134,7 @@ class HierarchicalMixer(Mixer):
         """Runs the bar layers over finished bars (B, N, D); keys and values of [start; processed bars]."""
         batch, n_bars, d_model = bars.shape
         if n_bars:
+            self.bar_position.reserve(n_bars)
             ctx = MixerContext(positions=torch.arange(n_bars, device=bars.device), position=self.bar_position)
             for layer in self.bar_layers:
                 bars = layer(bars, ctx)

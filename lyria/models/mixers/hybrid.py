@@ -45,6 +45,7 @@ class HybridMixer(Mixer):
         self.branches = nn.ModuleDict(branches)
         fields = [b.receptive_field for b in branches.values()]
         self.receptive_field = None if None in fields else max(fields)
+        self.streams = all(b.streams for b in branches.values())
 
     def forward(self, x: Tensor, ctx: MixerContext, cache: dict | None) -> tuple[Tensor, dict | None]:
         mixed, new_cache = 0, None if cache is None else {}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lyria.models.mixers.attention import AttentionMixer, causal_mask
+from lyria.models.mixers.attention import AttentionMixer, causal_mask, key_positions
 from lyria.models.positions import Positional
 
 
@@ -38,8 +38,9 @@ class RelativeAttentionMixer(AttentionMixer):
         self.max_relative_position = max_relative_position
         self.relative = nn.Parameter(torch.randn(n_heads, max_relative_position, self.head_dim) * 0.02)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, position: Positional) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, position: Positional) -> Tensor:
         keys = k.shape[2]
+        k_pos = key_positions(q_pos, keys)
         distances = torch.arange(keys - 1, -1, -1, device=q.device).clamp(max=self.max_relative_position - 1)
         rel = skew(q @ self.relative[:, distances].transpose(-1, -2))  # (B, H, T, Tk), no (T, Tk, Dh)
         # In place: the scaled copy is not needed for backward, and one (T, Tk) buffer fewer matters.

@@ -1,0 +1,366 @@
+"""Library entry points: new pieces, continuations of a prompt and infilled bars, as symusic Scores.
+
+No CLI or Hydra state: a caller (lyria-generate, a web server) loads a model once, builds a `Sampler`,
+and calls these per request. Sample `i` of a request seeded `seed` is the same music whatever the
+batch size. What the tokens do not hold is carried from the input: a continuation keeps the prompt's
+own notes, tempo map, time signatures, key signatures, track names and programs; an infilled piece
+keeps every note outside the span exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from symusic import Note, Score, Track
+
+from lyria.generation.sampler import Generated, Limits, Sampler, sample_seed
+from lyria.tokenizers.infilling import infilling_layout
+
+
+@dataclass
+class Piece:
+    """One sample: the sampler's output, the Score made of it (None when it could not decode), and why."""
+
+    index: int
+    result: Generated
+    score: Score | None
+    repaired: str | None = None
+    error: str | None = None
+
+
+def read_midi(path: str | Path, what: str = "prompt") -> Score:
+    """A MIDI file with notes, or a ValueError / FileNotFoundError naming the setting and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}={str(path)!r}: no such MIDI file")
+    try:
+        score = Score(str(path))
+    except Exception as err:  # symusic raises several types on malformed files
+        raise ValueError(f"{what}={str(path)!r} is not a readable MIDI file: {err}") from err
+    if score.note_num() == 0:
+        raise ValueError(f"{what}={str(path)!r} has no notes")
+    return score
+
+
+def decode_or_repair(tokenizer, ids: np.ndarray) -> tuple[Score, str | None]:
+    """Decodes a sample; one that fails or holds no note is repaired by dropping the steps the tokenizer's
+    grammar forbids. Returns (score, what was repaired or None); raises ValueError with both reasons."""
+    try:
+        score = tokenizer.decode(ids)
+        problem = None if score.note_num() else "decoded to a score with no notes"
+    except Exception as err:  # MidiTok's decoders raise many types on illegal sequences
+        score, problem = None, f"{type(err).__name__}: {err}"
+    if problem is None:
+        return score, None
+    repaired, dropped = tokenizer.grammar.repair(ids)
+    try:
+        score = tokenizer.decode(repaired)
+    except Exception as err:
+        raise ValueError(f"{problem}; after dropping {dropped} illegal steps: {type(err).__name__}: {err}") from err
+    if score.note_num() == 0:
+        raise ValueError(f"{problem}; still no notes after dropping {dropped} illegal steps")
+    return score, f"{problem}; repaired by dropping {dropped} illegal steps"
+
+
+def tempo_seconds(score: Score) -> Callable[[float], float]:
+    """Quarter notes -> seconds through the score's tempo map (120 bpm before its first tempo)."""
+    tpq = score.ticks_per_quarter
+    changes = sorted((t.time / tpq, t.qpm) for t in score.tempos)
+    if not changes or changes[0][0] > 0:
+        changes.insert(0, (0.0, 120.0))
+    starts = np.array([q for q, _ in changes])
+    per_quarter = np.array([60.0 / qpm for _, qpm in changes])
+    elapsed = np.concatenate([[0.0], np.cumsum(np.diff(starts) * per_quarter[:-1])])
+
+    def seconds(quarters: float) -> float:
+        i = int(np.searchsorted(starts, quarters, side="right")) - 1
+        return float(elapsed[i] + (quarters - starts[i]) * per_quarter[i])
+
+    return seconds
+
+
+def _sample(
+    sampler: Sampler, prompt: np.ndarray, n: int, seed: int, limits: Limits, batch_size: int, cond: dict | None, progress, **options
+) -> list[Generated]:
+    """Samples 0..n-1 in batches; sample i draws from sample_seed(seed, i), so batching does not change it."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+    results: list[Generated] = []
+    for start in range(0, n, batch_size):
+        seeds = [sample_seed(seed, i) for i in range(start, min(start + batch_size, n))]
+        rows = slice(start, start + len(seeds))
+        batch_cond = None if cond is None else {key: value[rows] for key, value in cond.items()}
+        results += sampler.generate(prompt, seeds, limits, cond=batch_cond, **options)
+        if progress is not None:
+            progress(len(seeds))
+    return results
+
+
+def _pieces(results: list[Generated], build: Callable[[Generated], tuple[Score, str | None]]) -> list[Piece]:
+    pieces = []
+    for index, result in enumerate(results):
+        try:
+            score, repaired = build(result)
+            pieces.append(Piece(index, result, score, repaired))
+        except ValueError as err:  # counted and reported by the caller, never dropped silently
+            pieces.append(Piece(index, result, None, error=str(err)))
+    return pieces
+
+
+def new_pieces(
+    sampler: Sampler, n: int, seed: int = 0, limits: Limits | None = None, batch_size: int = 8, cond: dict | None = None, progress=None
+) -> list[Piece]:
+    """`n` pieces from BOS."""
+    tok = sampler.tokenizer
+    prompt = tok.step_ids(tok.bos_id)[None]
+    results = _sample(sampler, prompt, n, seed, limits or Limits(), batch_size, cond, progress)
+    return _pieces(results, lambda result: decode_or_repair(tok, result.ids))
+
+
+def _quarter_notes(score: Score) -> dict[tuple[int, bool], dict[str, np.ndarray]]:
+    """Notes of a decoded score in quarter notes, by (program, is_drum)."""
+    tracks: dict[tuple[int, bool], list] = {}
+    for track in score.to("quarter").tracks:
+        tracks.setdefault((track.program, track.is_drum), []).append(track.notes.numpy())
+    return {key: {f: np.concatenate([p[f] for p in parts]) for f in parts[0]} for key, parts in tracks.items()}
+
+
+def _place_notes(target: Score, notes: dict[tuple[int, bool], dict[str, np.ndarray]], span: tuple[float, float], tokenizer) -> None:
+    """Adds decoded notes with onsets in `span` (quarters; durations cut at its end) to the target's tracks.
+
+    With programs in the tokens a note joins the first track of its program; merged tracks give one stream,
+    and each note joins the pitched track whose notes lie nearest in pitch (a track of its own if none).
+    """
+    tpq = target.ticks_per_quarter
+    pitched = [t for t in target.tracks if not t.is_drum and t.note_num()]
+    centres = np.array([np.mean(t.notes.numpy()["pitch"]) for t in pitched])
+    for (program, is_drum), arrays in notes.items():
+        keep = (arrays["time"] >= span[0]) & (arrays["time"] < span[1])
+        if not keep.any():
+            continue
+        time = arrays["time"][keep]
+        end = np.minimum(time + arrays["duration"][keep], span[1])
+        ticks = np.round(time * tpq).astype(np.int32)
+        lengths = np.maximum(np.round(end * tpq).astype(np.int32) - ticks, 1)
+        if tokenizer.tok.config.use_programs:
+            home = next((t for t in target.tracks if t.program == program and t.is_drum == is_drum), None)
+            if home is None:
+                home = Track(f"program {program}", program, is_drum)
+                target.tracks.append(home)
+            owners = [home] * len(ticks)
+        elif pitched:
+            nearest = np.abs(arrays["pitch"][keep][:, None] - centres[None, :]).argmin(1)
+            owners = [pitched[i] for i in nearest]
+        else:
+            target.tracks.append(Track("generated", program, is_drum))
+            owners = [target.tracks[-1]] * len(ticks)
+        for owner, tick, length, pitch, velocity in zip(owners, ticks, lengths, arrays["pitch"][keep], arrays["velocity"][keep]):
+            owner.notes.append(Note(int(tick), int(length), int(pitch), int(velocity)))
+    for track in target.tracks:
+        track.notes.sort()
+
+
+def _modelled(track: Track, tokenizer) -> bool:
+    """Whether the tokens hold this track's notes (drums need programs in the tokens)."""
+    return tokenizer.tok.config.use_programs or not track.is_drum
+
+
+def _without_notes(score: Score, start_tick: int, end_tick: float, tokenizer) -> Score:
+    """A copy of `score` whose modelled tracks lose the notes with onsets in [start_tick, end_tick)."""
+    out = score.copy()
+    for track in out.tracks:
+        if not _modelled(track, tokenizer) or not track.note_num():
+            continue
+        arrays = track.notes.numpy()
+        keep = (arrays["time"] < start_tick) | (arrays["time"] >= end_tick)
+        track.notes = Note.from_numpy(**{k: v[keep] for k, v in arrays.items()}, ttype="tick")
+    return out
+
+
+def _cut_events(score: Score, end_tick: int) -> None:
+    """Drops tempo, time-signature and key changes at or after `end_tick`: the generated part follows them."""
+    for name in ("tempos", "time_signatures", "key_signatures"):
+        events = getattr(score, name)
+        kept = [e for e in events if e.time < end_tick]
+        events.clear()
+        events.extend(kept)
+
+
+def encode_prompt(tokenizer, score: Score, prompt_bars: int | None) -> tuple[np.ndarray, float]:
+    """BOS and the prompt's tokens (its first `prompt_bars` bars), and where the continuation starts (quarters)."""
+    seq = tokenizer.encode(score)
+    ids, bars = seq.ids, seq.bar_ids
+    if prompt_bars is not None:
+        if prompt_bars < 1:
+            raise ValueError(f"prompt_bars must be >= 1, got {prompt_bars}")
+        ids = ids[bars < prompt_bars]
+    prompt = np.concatenate([tokenizer.step_ids(tokenizer.bos_id)[None], ids], axis=0)
+    tracker = tokenizer.new_bar_tracker()
+    tracker.run(prompt)
+    if prompt_bars is not None and int(bars.max()) >= prompt_bars:
+        start = tracker.bar_start(prompt_bars) / tracker.tables.ticks_per_quarter
+    else:
+        start = tracker.quarters
+    return prompt, start
+
+
+def continue_piece(
+    sampler: Sampler,
+    prompt: Score,
+    n: int,
+    seed: int = 0,
+    limits: Limits | None = None,
+    prompt_bars: int | None = None,
+    batch_size: int = 8,
+    cond: dict | None = None,
+    progress=None,
+) -> list[Piece]:
+    """`n` continuations of `prompt` (its first `prompt_bars` bars when given; a prompt longer than the
+    context keeps its opening and its end in view). Output: the prompt's own notes and events, then the
+    generated notes in its tracks; `limits.max_bars` and `max_seconds` count the prompt too."""
+    tok = sampler.tokenizer
+    ids, start = encode_prompt(tok, prompt, prompt_bars)
+    limits = limits or Limits()
+    if limits.seconds_at is None:
+        limits = Limits(limits.max_new_tokens, limits.max_bars, limits.max_seconds, tempo_seconds(prompt))
+    bars_in_prompt = int(tok.bar_ids(ids).max()) + 1
+    if limits.max_bars is not None and bars_in_prompt >= limits.max_bars:
+        raise ValueError(f"max_bars={limits.max_bars} leaves no room after the prompt's {bars_in_prompt} bars; raise it")
+    prompt_notes = Counter()
+    try:
+        for key, arrays in _quarter_notes(tok.decode(ids)).items():
+            prompt_notes.update(zip(arrays["time"].tolist(), arrays["pitch"].tolist(), [key] * len(arrays["time"])))
+    except ValueError:
+        pass  # a prompt with no musical token decodes to nothing: every decoded note is new
+    start_tick = round(start * prompt.ticks_per_quarter)
+
+    def build(result: Generated) -> tuple[Score, str | None]:
+        decoded, repaired = decode_or_repair(tok, result.ids)
+        out = _without_notes(prompt, start_tick, float("inf"), tok)
+        _cut_events(out, start_tick)
+        new, seen = {}, Counter(prompt_notes)
+        for key, arrays in _quarter_notes(decoded).items():
+            fresh = np.ones(len(arrays["time"]), dtype=bool)
+            for i, note in enumerate(zip(arrays["time"].tolist(), arrays["pitch"].tolist(), [key] * len(arrays["time"]))):
+                if seen[note]:
+                    seen[note] -= 1
+                    fresh[i] = False
+            new[key] = {f: v[fresh] for f, v in arrays.items()}
+        _place_notes(out, new, (0.0, float("inf")), tok)
+        _carry_time_signatures(out, decoded, start)
+        return out, repaired
+
+    results = _sample(sampler, ids, n, seed, limits, batch_size, cond, progress)
+    return _pieces(results, build)
+
+
+def _carry_time_signatures(out: Score, decoded: Score, start: float) -> None:
+    """Meter changes the tokens hold after the prompt (tokenizers with TimeSig tokens) join the output."""
+    scale = out.ticks_per_quarter / decoded.ticks_per_quarter
+    for ts in decoded.time_signatures:
+        if ts.time / decoded.ticks_per_quarter > start:
+            moved = ts.copy()
+            moved.time = round(ts.time * scale)
+            out.time_signatures.append(moved)
+    out.time_signatures.sort()
+
+
+def parse_bars(bars: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """`"5-8"` (1-based, inclusive, as musicians count) -> (4, 8), the 0-based half-open span."""
+    try:
+        if isinstance(bars, str):
+            first, _, last = bars.partition("-")
+            first, last = int(first), int(last or first)
+        else:
+            first, last = (int(b) for b in bars)
+    except (TypeError, ValueError):
+        raise ValueError(f"bars={bars!r}: expected FIRST-LAST, 1-based and inclusive, e.g. bars=5-8") from None
+    if first < 1 or last < first:
+        raise ValueError(f"bars={bars!r}: expected 1 <= FIRST <= LAST, e.g. bars=5-8")
+    return first - 1, last
+
+
+def infill_piece(
+    sampler: Sampler,
+    score: Score,
+    bars: str | tuple[int, int],
+    n: int,
+    seed: int = 0,
+    limits: Limits | None = None,
+    batch_size: int = 8,
+    cond: dict | None = None,
+    progress=None,
+) -> list[Piece]:
+    """`n` versions of `score` whose bars `bars` ("5-8": 1-based, inclusive, as the tokenizer counts bars)
+    are written anew to fit what comes before and after; every note outside them stays as it was."""
+    tok = sampler.tokenizer
+    if not tok.supports_infilling:
+        raise ValueError(
+            f"infilling needs a tokenizer whose tokens mark bars (remi, cpword, octuple); {tok.name} carries time as "
+            "shifts between events, so a gap's end cannot be placed"
+        )
+    first, end = parse_bars(bars)
+    seq = tok.encode(score)
+    piece_bars = int(seq.bar_ids.max()) + 1
+    if end > piece_bars:
+        raise ValueError(f"bars={first + 1}-{end}: the piece has {piece_bars} bars")
+    bos = tok.step_ids(tok.bos_id)[None]
+    ids = np.concatenate([bos, seq.ids], axis=0)
+    bar_ids = np.concatenate([[0], seq.bar_ids])
+    tracker = tok.new_bar_tracker()
+    tracker.run(ids[bar_ids < end])
+    ticks = tracker.tables.ticks_per_quarter
+    span = (tracker.bar_start(first) / ticks, tracker.bar_start(end) / ticks)
+    prompt = _infilling_prompt(tok, ids, bar_ids, (first, end), sampler.window.size(sampler.model.max_seq_len) // 2)
+    tracker = tok.new_bar_tracker()
+    tracker.run(prompt)
+    # the span ends at its last bar (counted as the prompt's tracker counts), whatever else was asked
+    limits = Limits((limits or Limits()).max_new_tokens, tracker.gap_bar + end - first)
+    prefix = ids[bar_ids < first] if first > 0 else ids[:1]
+    tpq = score.ticks_per_quarter
+
+    def build(result: Generated) -> tuple[Score, str | None]:
+        decoded, repaired = decode_or_repair(tok, np.concatenate([prefix, result.new_ids], axis=0))
+        out = _without_notes(score, round(span[0] * tpq), round(span[1] * tpq), tok)
+        _place_notes(out, _quarter_notes(decoded), span, tok)
+        return out, repaired
+
+    results = _sample(sampler, prompt, n, seed, limits, batch_size, cond, progress, end_id=tok.sep_id, pinned=len(prompt))
+    return _pieces(results, build)
+
+
+def _infilling_prompt(tokenizer, ids: np.ndarray, bar_ids: np.ndarray, span: tuple[int, int], budget: int) -> np.ndarray:
+    """BOS, prefix, FILLs, suffix, SEP, in at most `budget` steps: the prefix loses whole bars from its
+    start and the suffix steps from its end, so that what sits next to the gap stays in view."""
+    first, end = span
+    fill, sep = tokenizer.step_ids(tokenizer.fill_id), tokenizer.step_ids(tokenizer.sep_id)
+    room = budget - 2 - (end - first)
+    if room < 2:
+        raise ValueError(f"bars {first + 1}-{end} need {end - first} FILL steps, more than the context allows ({budget}); infill fewer bars")
+    body, body_bars = ids[1:], bar_ids[1:]
+    n_prefix, n_suffix = int((body_bars < first).sum()), int((body_bars >= end).sum())
+    keep_prefix = min(n_prefix, max(room // 2, room - n_suffix))
+    cut = n_prefix - keep_prefix
+    while 0 < cut < n_prefix and body_bars[cut] == body_bars[cut - 1]:  # start the prefix at a bar start
+        cut += 1
+    suffix_end = n_prefix + int(((body_bars >= first) & (body_bars < end)).sum()) + min(n_suffix, room - (n_prefix - cut))
+    kept = np.concatenate([ids[:1], body[cut:suffix_end]], axis=0)
+    kept_bars = np.concatenate([[0], body_bars[cut:suffix_end]])
+    layout = infilling_layout(kept, kept_bars, span, fill, sep, head=1)
+    return layout.ids[: layout.prompt_length]
+
+
+__all__ = [
+    "Piece",
+    "continue_piece",
+    "decode_or_repair",
+    "infill_piece",
+    "new_pieces",
+    "parse_bars",
+    "read_midi",
+    "tempo_seconds",
+]
