@@ -201,6 +201,8 @@ class TrainingSchema:
     warmup_steps: int = 100
     total_steps: Optional[int] = None
     min_lr_ratio: float = 0.1
+    infilling_rate: float = 0.0
+    infilling_max_bars: int = 8
 
 
 @dataclass

@@ -1,19 +1,22 @@
 """Token datasets -> training crops and evaluation windows, in an order that a checkpoint can resume.
 
-Every random choice of a training example (which piece, where to crop, how far to transpose) is a
-function of (seed, epoch, position in the epoch), so the data order is fully described by the epoch and
-the number of batches already consumed; that pair goes into the checkpoint.
+Every random choice of a training example (which piece, where to crop, how far to transpose, which
+bars to move behind FILL / SEP) is a function of (seed, epoch, position in the epoch), so the data
+order is fully described by the epoch and the number of batches already consumed; that pair goes into
+the checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lyria.tokenizers.infilling import infilling_layout
 
 IGNORE_INDEX = -100
 
@@ -35,6 +38,50 @@ class SequenceLayout:
         first_bar = bar_ids[0] if len(bar_ids) else 0
         bars = np.concatenate([np.full(len(head), first_bar), bar_ids, [bar_ids[-1] if len(bar_ids) else 0]])
         return ids, bars.astype(np.int64)
+
+
+@dataclass
+class InfillingTask:
+    """The fill-in-the-middle objective: with probability `rate` a crop moves a span of 1..`max_bars` whole
+    bars behind FILL / SEP (lyria.tokenizers.infilling). No loss on the steps the task gives (the FILLs
+    and the first SEP); the closing SEP is learned, it ends a span. Bar ids come from `bar_ids` (the
+    tokenizer's tracker), which follows the segments as generation does."""
+
+    rate: float
+    max_bars: int
+    fill: np.ndarray
+    sep: np.ndarray
+    num_special: int
+    bar_ids: Callable[[np.ndarray], np.ndarray]
+
+    def apply(self, ids: np.ndarray, bars: np.ndarray, rng: np.random.Generator, max_len: int):
+        """(ids, bar ids, loss mask) of the crop in the infilling layout, or None when it keeps its order."""
+        if self.rate <= 0 or rng.random() >= self.rate:
+            return None
+        first = ids[:, 0] if ids.ndim == 2 else ids
+        head = int(np.argmax(first >= self.num_special)) if (first >= self.num_special).any() else len(ids)
+        present = np.unique(bars[head:])
+        if len(present) == 0:
+            return None
+        count = int(rng.integers(1, min(self.max_bars, len(present)) + 1))
+        start = int(rng.integers(0, len(present) - count + 1))
+        span = (int(present[start]), int(present[start + count - 1]) + 1)
+        layout = infilling_layout(ids, bars, span, self.fill, self.sep, head)
+        out, mask = layout.ids, layout.loss_mask
+        excess = len(out) - max_len
+        if excess > 0:  # the task's steps made the crop too long: the suffix gives way first, then the prefix
+            n_fill = span[1] - span[0]
+            n_prefix = int(np.argmax(~mask)) if (~mask).any() else 0
+            suffix_end = layout.prompt_length - 1
+            from_suffix = min(excess, suffix_end - (n_prefix + n_fill))
+            from_prefix = excess - from_suffix
+            if from_prefix > n_prefix - head:
+                return None
+            keep = np.ones(len(out), dtype=bool)
+            keep[suffix_end - from_suffix : suffix_end] = False
+            keep[head : head + from_prefix] = False
+            out, mask = out[keep], mask[keep]
+        return out, self.bar_ids(out), mask
 
 
 class EpochSampler(Sampler):
@@ -106,6 +153,7 @@ class TrainCrops(Dataset):
         transpose_range: Sequence[int] = (0, 0),
         transposition_tables: dict[int, np.ndarray] | None = None,
         pitch_field: int | None = None,
+        infilling: InfillingTask | None = None,
     ) -> None:
         self.ids = split["ids"]
         self.bar_ids = split["bar_ids"]
@@ -114,6 +162,7 @@ class TrainCrops(Dataset):
         self.transpose_range = tuple(transpose_range)
         self.tables = transposition_tables or {}
         self.pitch_field = pitch_field
+        self.infilling = infilling
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,7 +195,11 @@ class TrainCrops(Dataset):
             shift = int(rng.integers(lo, hi + 1))
             transposed = self._transpose(ids, shift)
             ids = transposed if transposed is not None else ids
-        return {"tokens": ids, "bar_ids": bars - bars[0], "style_id": self.style_ids[index]}
+        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": self.style_ids[index]}
+        infilled = self.infilling.apply(ids, bars, rng, self.max_len) if self.infilling is not None else None
+        if infilled is not None:
+            example["tokens"], example["bar_ids"], example["loss_mask"] = infilled
+        return example
 
 
 class EvalWindows(Dataset):
@@ -174,19 +227,22 @@ class EvalWindows(Dataset):
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pads to the longest example; `targets` are the next tokens with padding set to IGNORE_INDEX."""
+    """Pads to the longest example; `targets` are the next tokens with padding set to IGNORE_INDEX;
+    `loss_mask` says which targets count (an example's own `loss_mask` over its tokens, else all)."""
     longest = max(len(e["tokens"]) for e in examples)
     first = np.asarray(examples[0]["tokens"])
     shape = (len(examples), longest) + first.shape[1:]
     tokens = np.full(shape, pad_id, dtype=np.int64)
     bars = np.zeros((len(examples), longest), dtype=np.int64)
     valid = np.zeros((len(examples), longest), dtype=bool)
+    counts = np.zeros((len(examples), longest), dtype=bool)
     for row, e in enumerate(examples):
         n = len(e["tokens"])
         tokens[row, :n] = e["tokens"]
         bars[row, :n] = e["bar_ids"]
         bars[row, n:] = e["bar_ids"][-1]
         valid[row, :n] = True
+        counts[row, :n] = e.get("loss_mask", True)
     tokens_t = torch.from_numpy(tokens)
     targets = tokens_t[:, 1:].clone()
     targets[~torch.from_numpy(valid[:, 1:])] = IGNORE_INDEX
@@ -194,6 +250,7 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
         "tokens": tokens_t[:, :-1],
         "targets": targets,
         "bar_ids": torch.from_numpy(bars[:, :-1]),
+        "loss_mask": torch.from_numpy(counts[:, 1:]),
         "style": torch.tensor([int(e["style_id"]) for e in examples], dtype=torch.long),
     }
 
@@ -213,6 +270,8 @@ class MusicDataModule(L.LightningDataModule):
         balance_styles: bool = False,
         transpose_range: Sequence[int] = (0, 0),
         style_prefix: bool = False,
+        infilling_rate: float = 0.0,
+        infilling_max_bars: int = 8,
     ) -> None:
         super().__init__()
         self.prepared, self.tokenizer = prepared, tokenizer
@@ -227,6 +286,16 @@ class MusicDataModule(L.LightningDataModule):
             pad_id=tokenizer.pad_id,
             style_token_ids=[tokenizer.style_token_id(i) for i in range(tokenizer.num_style_slots)] if style_prefix else None,
         )
+        self.infilling = None
+        if infilling_rate > 0:
+            self.infilling = InfillingTask(
+                rate=float(infilling_rate),
+                max_bars=int(infilling_max_bars),
+                fill=tokenizer.step_ids(tokenizer.fill_id),
+                sep=tokenizer.step_ids(tokenizer.sep_id),
+                num_special=tokenizer.num_special,
+                bar_ids=tokenizer.bar_ids,
+            )
         self._sampler: EpochSampler | None = None
         self._resume: dict | None = None
 
@@ -247,7 +316,9 @@ class MusicDataModule(L.LightningDataModule):
             raise ValueError(f"the training split is empty; see {self.prepared.report_path}")
         lo, hi = self.transpose_range
         tables = {s: self.tokenizer.transposition_table(s) for s in range(lo, hi + 1) if s != 0}
-        dataset = TrainCrops(split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field)
+        dataset = TrainCrops(
+            split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field, self.infilling
+        )
         trainer = self.trainer
         self._sampler = EpochSampler(
             split["style_id"],

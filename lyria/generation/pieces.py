@@ -221,7 +221,8 @@ def continue_piece(
 ) -> list[Piece]:
     """`n` continuations of `prompt` (its first `prompt_bars` bars when given; a prompt longer than the
     context keeps its opening and its end in view). Output: the prompt's own notes and events, then the
-    generated notes in its tracks; `limits.max_bars` and `max_seconds` count the prompt too."""
+    generated notes from where the prompt ends (the start of bar `prompt_bars`, or its last event) in its
+    tracks; `limits.max_bars` and `max_seconds` count the prompt too."""
     tok = sampler.tokenizer
     ids, start = encode_prompt(tok, prompt, prompt_bars)
     limits = limits or Limits()
@@ -250,7 +251,7 @@ def continue_piece(
                     seen[note] -= 1
                     fresh[i] = False
             new[key] = {f: v[fresh] for f, v in arrays.items()}
-        _place_notes(out, new, (0.0, float("inf")), tok)
+        _place_notes(out, new, (start, float("inf")), tok)  # the prompt's bars stay the prompt's
         _carry_time_signatures(out, decoded, start)
         return out, repaired
 
@@ -262,7 +263,7 @@ def _carry_time_signatures(out: Score, decoded: Score, start: float) -> None:
     """Meter changes the tokens hold after the prompt (tokenizers with TimeSig tokens) join the output."""
     scale = out.ticks_per_quarter / decoded.ticks_per_quarter
     for ts in decoded.time_signatures:
-        if ts.time / decoded.ticks_per_quarter > start:
+        if ts.time / decoded.ticks_per_quarter >= start:
             moved = ts.copy()
             moved.time = round(ts.time * scale)
             out.time_signatures.append(moved)

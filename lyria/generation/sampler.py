@@ -209,7 +209,7 @@ class Sampler:
             tokens = rows.ids[:, : rows.length]
             bars = rows.bars[:, : rows.length] - rows.bar_offset[:, None]
         else:
-            kept = [self.window.kept(rows.bars[i, : rows.length], pinned, context) for i in range(len(rows.index))]
+            kept = [self.window.kept(rows.bars[i, : rows.length], pinned, context) for i in range(rows.bars.shape[0])]
             tokens = torch.stack([rows.ids[i, torch.from_numpy(k[0])] for i, k in enumerate(kept)])
             bars = np.stack([k[1] for k in kept])
             rows.bar_offset = np.array([k[2] for k in kept], dtype=np.int64)

@@ -20,13 +20,16 @@ from lyria.models.lm import LyriaLM
 from lyria.training.optim import build_optimizer, warmup_cosine
 
 
-def token_loss(logits: Tensor | list[Tensor], targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean NLL summed over fields, correct predictions, counted targets); padding is ignored.
+def token_loss(logits: Tensor | list[Tensor], targets: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean NLL summed over fields, correct predictions, counted targets); padding is ignored, and so are
+    targets `loss_mask` (B, T) marks False (the steps an infilling task gives).
 
     For compound tokens (targets (B, T, F)) a step is correct when every field is.
     """
     if isinstance(logits, Tensor):
         logits, targets = [logits], targets[..., None]
+    if loss_mask is not None:
+        targets = targets.masked_fill(~loss_mask[..., None], IGNORE_INDEX)
     mask = targets[..., 0] != IGNORE_INDEX
     count = mask.sum()
     loss = logits[0].new_zeros(())
@@ -69,7 +72,7 @@ class LyriaLightningModule(L.LightningModule):
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond={"style": batch["style"]})
-        loss, correct, count = token_loss(logits, batch["targets"])
+        loss, correct, count = token_loss(logits, batch["targets"], batch.get("loss_mask"))
         n = max(int(count), 1)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)

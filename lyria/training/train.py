@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lyria.config import TrainSchema, build, validate
+from lyria.config import ConfigError, TrainSchema, build, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
 from lyria.training.baselines import unigram_log_probs, unigram_loss
@@ -48,6 +48,16 @@ def build_tokenizer_and_data(cfg: DictConfig):
 
 
 def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
+    rate, max_bars = cfg.training.infilling_rate, cfg.training.infilling_max_bars
+    if not 0.0 <= rate <= 1.0 or max_bars < 1:
+        raise ConfigError(
+            f"training.infilling_rate={rate} must be in [0, 1] and training.infilling_max_bars={max_bars} >= 1"
+        )
+    if rate > 0 and not tokenizer.supports_infilling:
+        raise ConfigError(
+            f"training.infilling_rate={rate} needs a tokenizer whose tokens mark bars (remi, cpword, octuple); "
+            f"{tokenizer.name} carries time as shifts between events, so set training.infilling_rate=0"
+        )
     return MusicDataModule(
         prepared,
         tokenizer,
@@ -58,6 +68,8 @@ def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
         seed=cfg.seed,
         balance_styles=cfg.data.balance_styles,
         transpose_range=list(cfg.data.transpose),
+        infilling_rate=cfg.training.infilling_rate,
+        infilling_max_bars=cfg.training.infilling_max_bars,
     )
 
 
