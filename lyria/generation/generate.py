@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 def build_sampler(cfg: DictConfig) -> Sampler:
     """The model of `cfg.ckpt` behind the processors and context window `cfg` lists."""
-    model, tokenizer, _ = load_model(cfg.ckpt, map_location=cfg.device)
-    processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
     window = ContextWindow(keep_fraction=cfg.window.keep_fraction, opening_bars=cfg.window.opening_bars)
+    processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
+    model, tokenizer, _ = load_model(cfg.ckpt, map_location=cfg.device)
     return Sampler(model, tokenizer, processors, device=cfg.device, window=window)
 
 

@@ -7,7 +7,7 @@ tokenizers give several ids per step: their embeddings are summed and each field
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -32,8 +32,9 @@ class Cache:
     last_bar_ids: Tensor | None = None
 
     def select(self, rows: Tensor) -> "Cache":
-        """The cache of the given batch rows only (e.g. without sequences that have ended)."""
-        return replace(self, layers=_select_rows(self.layers, rows), last_bar_ids=_select_rows(self.last_bar_ids, rows))
+        """The cache of the given batch rows only (e.g. without sequences that have ended); every tensor
+        it holds, in any field, is batch-first."""
+        return replace(self, **{f.name: _select_rows(getattr(self, f.name), rows) for f in fields(self) if f.name != "length"})
 
     def restart(self) -> "Cache":
         """An empty cache for re-reading a shortened sequence; everything but the token state is kept."""

@@ -31,6 +31,7 @@ CONFIG_FILE = "config.yaml"
 def build_tokenizer_and_data(cfg: DictConfig):
     """The tokenizer and the prepared splits (cached); styles are registered on the tokenizer."""
     tokenizer = build(cfg.tokenizer, "tokenizer")
+    check_infilling(cfg, tokenizer)
     source = build(cfg.data.source, "data.source")
     data = cfg.data
     prepared = prepare_data(
@@ -47,7 +48,8 @@ def build_tokenizer_and_data(cfg: DictConfig):
     return tokenizer, prepared
 
 
-def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
+def check_infilling(cfg: DictConfig, tokenizer) -> None:
+    """The infilling objective's settings, checked before any data is prepared."""
     rate, max_bars = cfg.training.infilling_rate, cfg.training.infilling_max_bars
     if not 0.0 <= rate <= 1.0 or max_bars < 1:
         raise ConfigError(
@@ -58,6 +60,9 @@ def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
             f"training.infilling_rate={rate} needs a tokenizer whose tokens mark bars (remi, cpword, octuple); "
             f"{tokenizer.name} carries time as shifts between events, so set training.infilling_rate=0"
         )
+
+
+def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
     return MusicDataModule(
         prepared,
         tokenizer,
