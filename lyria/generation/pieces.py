@@ -169,11 +169,11 @@ def _modelled(track: Track, tokenizer) -> bool:
     return tokenizer.tok.config.use_programs or not track.is_drum
 
 
-def _without_notes(score: Score, start_tick: int, end_tick: float, tokenizer) -> Score:
-    """A copy of `score` whose modelled tracks lose the notes with onsets in [start_tick, end_tick)."""
+def _without_notes(score: Score, start_tick: int, end_tick: float, tokenizer, every_track: bool = False) -> Score:
+    """A copy of `score` whose modelled tracks (or all, `every_track`) lose the notes with onsets in [start_tick, end_tick)."""
     out = score.copy()
     for track in out.tracks:
-        if not _modelled(track, tokenizer) or not track.note_num():
+        if not (every_track or _modelled(track, tokenizer)) or not track.note_num():
             continue
         arrays = track.notes.numpy()
         keep = (arrays["time"] < start_tick) | (arrays["time"] >= end_tick)
@@ -241,7 +241,7 @@ def continue_piece(
 
     def build(result: Generated) -> tuple[Score, str | None]:
         decoded, repaired = decode_or_repair(tok, result.ids)
-        out = _without_notes(prompt, start_tick, float("inf"), tok)
+        out = _without_notes(prompt, start_tick, float("inf"), tok, every_track=True)  # nothing after the prompt's end
         _cut_events(out, start_tick)
         new, seen = {}, Counter(prompt_notes)
         for key, arrays in _quarter_notes(decoded).items():

@@ -143,3 +143,24 @@ def test_per_field_settings_are_checked_against_the_tokenizer():
 def test_grammar_mask_needs_trackers():
     with pytest.raises(ValueError, match="trackers"):
         GrammarMask()(torch.zeros(2, 10), context(build_tokenizer("octuple"), 0))
+
+
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
+def test_memoised_masks_equal_the_grammar_at_every_step(name):
+    """`masks` serves each row from a table keyed by the state `allowed` reads: the key must miss nothing."""
+    tokenizer = build_tokenizer(name)
+    grammar, fields = tokenizer.grammar, len(tokenizer.vocab_sizes)
+    walks = [random_walk(tokenizer, np.random.default_rng(seed), steps=120) for seed in range(3)]
+    trackers = [tokenizer.new_bar_tracker() for _ in walks]
+    previous = None
+    for t in range(120):
+        steps = np.stack([walk[t] for walk in walks])
+        for field in range(fields):
+            partial = steps[:, :field] if tokenizer.is_compound else None
+            served = grammar.masks(field, trackers, previous, partial).numpy()
+            for row, tracker in enumerate(trackers):
+                direct = grammar.allowed(field, tracker, None if previous is None else previous[row], [] if partial is None else partial[row].tolist())
+                np.testing.assert_array_equal(served[row], direct if direct.any() else np.ones_like(direct), err_msg=f"step {t} field {field}")
+        for tracker, step in zip(trackers, steps):
+            tracker.step(step)
+        previous = steps
