@@ -63,3 +63,12 @@ def test_special_token_mask_allows_eos_only():
     assert not allowed[[tokenizer.pad_id, tokenizer.bos_id, tokenizer.mask_id, tokenizer.fill_id, tokenizer.sep_id]].any()
     assert not allowed[tokenizer.style_token_id(0)]
     assert allowed[tokenizer.num_special :].all()
+
+
+def test_special_token_mask_allows_sep_instead_of_eos_when_a_span_is_infilled():
+    tokenizer = LyriaTokenizer()
+    ctx = _ctx(tokenizer=tokenizer)
+    ctx.end_id = tokenizer.sep_id
+    allowed = torch.isfinite(SpecialTokenMask()(torch.zeros(1, tokenizer.vocab_size), ctx))[0]
+    assert allowed[tokenizer.sep_id] and not allowed[tokenizer.eos_id] and not allowed[tokenizer.fill_id]
+    assert allowed[tokenizer.num_special :].all()
