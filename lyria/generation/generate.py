@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "written": len(samples),
         "repaired": sum("repaired" in entry for entry in samples),
         "failed": len(failures),
-        "stop_reasons": _counts(entry["stop_reason"] for entry in samples + failures),
+        "stop_reasons": dict(Counter(entry["stop_reason"] for entry in samples + failures)),
         "samples": samples,
         "failures": failures,
     }
@@ -105,10 +106,3 @@ def _entry(piece: Piece) -> dict[str, Any]:
     if piece.repaired:
         entry["repaired"] = piece.repaired
     return entry
-
-
-def _counts(values) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts
