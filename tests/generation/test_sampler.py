@@ -189,3 +189,19 @@ def _long_score():
     from tests_support import make_score
 
     return make_score([60 + (i * 5) % 12 for i in range(40)])
+
+
+@pytest.mark.parametrize("variant", MIXER_VARIANTS, ids=variant_id)
+def test_rows_leave_the_batch_without_changing_the_others(tokenizer, variant):
+    """Rows that stop early are dropped from every mixer's cache; the rest goes on as if alone."""
+    name, overrides = variant
+    context = 32
+    model = _never_ends(_model(tokenizer, max_seq_len=context, mixer=mixer_config(name, overrides, window=8)), tokenizer, True)
+    sampler = Sampler(model, tokenizer, [SpecialTokenMask(), GrammarMask()])
+    limits = Limits(max_new_tokens=3 * context, max_bars=4)
+    seeds = [sample_seed(9, i) for i in range(4)]
+    together = sampler.generate(_bos(tokenizer), seeds, limits)
+    assert len({len(r.ids) for r in together}) > 1
+    for seed, result in zip(seeds, together):
+        alone = sampler.generate(_bos(tokenizer), [seed], limits)[0]
+        assert alone.ids.tolist() == result.ids.tolist() and alone.stop_reason == result.stop_reason

@@ -96,13 +96,13 @@ class HierarchicalMixer(Mixer):
             carry = F.one_hot(done_before, n_slots).float()
             sums = sums + carry[..., None] * cache["bar_sum"][:, None]
             counts = counts + carry * cache["bar_count"][:, None]
-            finished_before = cache["bars"]
+            finished_before = cache["bars"][:, :n_slots]  # wider when the rows that finished most bars have left
         pooled = (sums / counts.clamp(min=1)[..., None]).to(x.dtype)
         if finished_before is not None and finished_before.shape[1]:
             pooled = pooled + F.pad(finished_before, (0, 0, 0, n_slots - finished_before.shape[1]))
 
         n_done = int(done_after.max())  # bars some sequence has finished: the only ones anybody attends to
-        if cache and torch.equal(done_after, done_before):
+        if cache and torch.equal(done_after, done_before) and cache["bar_kv"][0].shape[2] == n_done + 1:
             bar_k, bar_v = cache["bar_kv"]
         else:
             bar_k, bar_v = self._bar_keys_values(pooled[:, :n_done])
