@@ -30,7 +30,7 @@ _UNIFORMS_PER_REFILL = 256
 
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample `index` of a run seeded with `seed`: the same whatever the batch it is drawn in."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0])
 
 
 @dataclass
