@@ -22,7 +22,8 @@ run: $(STAMP)
 	@cat $(RUN_DIR)/summary.txt
 	@echo "samples: $(RUN_DIR)/samples (index.json lists every file and any decode failure)"
 
-# Debian packages the tests use (scripts/system-packages.txt: chromium for the leaderboard page).
+# Debian packages the tests use (scripts/system-packages.txt: chromium for the leaderboard page, FluidSynth and
+# its GM SoundFont for audio); tests that need one skip where it is absent.
 system-deps:
 	scripts/install_system_deps.sh
 
