@@ -234,6 +234,50 @@ class WindowSchema:
 
 
 @dataclass
+class SynthSchema:
+    hop_length: int = 64
+    harmonics: int = 48
+    reverb: float = 0.2
+    reverb_seconds: float = 1.2
+    chunk_samples: int = 2097152
+
+
+@dataclass
+class FluidSynthSchema:
+    soundfont: Optional[str] = None
+    gain: float = 0.5
+    timeout_s: float = 300.0
+
+
+@dataclass
+class MusicXmlSchema:
+    quarter_length_divisors: list[int] = field(default_factory=lambda: [4, 3])
+
+
+@dataclass
+class PianoRollSchema:
+    dpi: int = 100
+    inches_per_bar: float = 0.6
+    max_width_inches: float = 40.0
+    height_inches: float = 4.0
+
+
+@dataclass
+class RenderSchema:
+    """Formats and audio backends are names from lyria.render's registries, checked when the renderers are built."""
+
+    formats: list[str] = field(default_factory=lambda: ["midi", "musicxml", "wav", "png"])
+    backend: str = "synth"
+    sample_rate: int = 44100
+    peak_db: float = -1.0
+    device: str = "cpu"
+    synth: SynthSchema = field(default_factory=SynthSchema)
+    fluidsynth: FluidSynthSchema = field(default_factory=FluidSynthSchema)
+    musicxml: MusicXmlSchema = field(default_factory=MusicXmlSchema)
+    png: PianoRollSchema = field(default_factory=PianoRollSchema)
+
+
+@dataclass
 class GenerateSchema:
     ckpt: str = "???"
     n: int = 8
@@ -257,6 +301,7 @@ class GenerateSchema:
     device: str = "cpu"
     output_dir: str = "samples"
     processors: list[Any] = field(default_factory=list)
+    render: RenderSchema = field(default_factory=RenderSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 

@@ -1,4 +1,5 @@
-"""`generate(cfg)`: load a checkpoint, write `n` new pieces, continuations of `prompt=` or infillings of `infill=` as MIDI, with index.json."""
+"""`generate(cfg)`: load a checkpoint, write `n` new pieces, continuations of `prompt=` or infillings of `infill=` in
+every `render.formats` (MIDI, MusicXML, WAV, piano roll), with index.json."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -16,7 +17,7 @@ from lyria.checkpoint import load_model
 from lyria.config import ConfigError, GenerateSchema, build, validate
 from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
-from lyria.render.midi import write_midi
+from lyria.render import Renderer, build_renderers, render_batch
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ def _mode(cfg: DictConfig) -> str:
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
-    """Writes sample_NNN.mid files and index.json under cfg.output_dir; returns the index."""
+    """Writes sample_NNN.{mid,musicxml,wav,png} (the formats of cfg.render) and index.json under cfg.output_dir;
+    returns the index."""
     cfg = validate(cfg, GenerateSchema)
     mode = _mode(cfg)
+    renderers = build_renderers(cfg.render)  # an unknown format or a missing FluidSynth fails here, before sampling
     limits = Limits(max_new_tokens=cfg.max_new_tokens, max_bars=cfg.max_bars, max_seconds=cfg.max_seconds)
     sampler = build_sampler(cfg)
     out_dir = Path(cfg.output_dir)
@@ -56,19 +59,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
             pieces = infill_piece(sampler, read_midi(cfg.infill, "infill"), str(cfg.bars), progress=progress.update, **common)
         else:
             pieces = new_pieces(sampler, progress=progress.update, **common)
-    samples, failures = [], []
-    for piece in pieces:
-        entry = _entry(piece)
-        if piece.score is not None:
-            name = f"sample_{piece.index:03d}.mid"
-            try:
-                entry["n_notes"] = write_midi(piece.score, out_dir / name)
-                entry["file"] = name
-                samples.append(entry)
-                continue
-            except ValueError as err:
-                piece.error = str(err)
-        failures.append({**entry, "reason": piece.error})
+    samples, failures = _render(pieces, out_dir, renderers, cfg.batch_size)
+    render_failed = {name: sum(name in entry.get("render_failures", {}) for entry in samples) for name in renderers}
     index = {
         "checkpoint": str(Path(cfg.ckpt).resolve()),
         "mode": mode,
@@ -79,15 +71,42 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "repaired": sum("repaired" in entry for entry in samples),
         "failed": len(failures),
         "stop_reasons": dict(Counter(entry["stop_reason"] for entry in samples + failures)),
+        "render_failed": render_failed,
         "samples": samples,
         "failures": failures,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    unrendered = "".join(f", {count} without {name}" for name, count in render_failed.items() if count)
     print(
-        f"wrote {len(samples)} MIDI files to {out_dir} ({index['repaired']} repaired, {len(failures)} failed to decode; "
-        f"stopped by {index['stop_reasons']}; see index.json)"
+        f"wrote {len(samples)} samples as {'/'.join(renderers)} to {out_dir} ({index['repaired']} repaired, "
+        f"{len(failures)} failed to decode{unrendered}; stopped by {index['stop_reasons']}; see index.json)"
     )
     return index
+
+
+def _render(pieces: list[Piece], out_dir: Path, renderers: Mapping[str, Renderer], batch_size: int) -> tuple[list[dict], list[dict]]:
+    """Index entries of the pieces written (their file per format, and why a format failed) and of those that
+    could not be decoded; renders `batch_size` pieces at a time."""
+    samples, failures, decoded = [], [], []
+    for piece in pieces:
+        entry = _entry(piece)
+        notes = piece.score.note_num() if piece.score is not None else 0
+        if notes == 0:
+            failures.append({**entry, "reason": piece.error or "the decoded score has no notes"})
+            continue
+        entry["n_notes"] = notes
+        decoded.append((entry, piece))
+    with tqdm(total=len(decoded), desc="rendering", unit="piece") as progress:
+        for first in range(0, len(decoded), batch_size):
+            batch = decoded[first : first + batch_size]
+            stems = [out_dir / f"sample_{piece.index:03d}" for _, piece in batch]
+            for (entry, _), rendered in zip(batch, render_batch([piece.score for _, piece in batch], stems, renderers)):
+                entry["files"] = {name: path.name for name, path in rendered.files.items()}
+                if rendered.failures:
+                    entry["render_failures"] = rendered.failures
+                samples.append(entry)
+            progress.update(len(batch))
+    return samples, failures
 
 
 def _entry(piece: Piece) -> dict[str, Any]:

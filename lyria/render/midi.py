@@ -1,4 +1,4 @@
-"""Writes Scores as MIDI files and checks that each file reads back with notes."""
+"""The `midi` format: writes Scores as MIDI files and checks that each file reads back with notes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 from symusic import Score
+
+from lyria.render.base import FORMATS, Renderer
 
 
 def write_midi(score: Score, path: str | Path) -> int:
@@ -20,3 +22,11 @@ def write_midi(score: Score, path: str | Path) -> int:
         raise ValueError(f"{path.name}: the decoded score has no notes")
     os.replace(tmp, path)
     return notes
+
+
+@FORMATS.register("midi")
+class MidiRenderer(Renderer):
+    suffix = ".mid"
+
+    def write(self, score: Score, path: Path) -> None:
+        write_midi(score, path)
