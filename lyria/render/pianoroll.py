@@ -82,7 +82,7 @@ class PianoRollRenderer(Renderer):
         axes.set_ylim(low - 0.5, high + 0.5)
         axes.set_xlabel("bar")
         axes.set_ylabel("pitch")
-        axes.legend(handles=legend, loc="upper right", fontsize="small")
+        axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")  # outside: never over notes
         return figure
 
     def write(self, score: Score, path: Path) -> None:

@@ -131,7 +131,8 @@ class _Rows:
 
 @AUDIO_BACKENDS.register("synth")
 class Synthesizer(AudioBackend):
-    """A small additive synthesizer. Deterministic: the same scores give the same samples on a device."""
+    """A small additive synthesizer. On the CPU the same scores give the same samples, bit for bit (CUDA adds
+    overlapping notes with atomics, in no fixed order)."""
 
     def __init__(
         self,
@@ -191,13 +192,14 @@ class Synthesizer(AudioBackend):
         np.maximum.at(ends, piece_of_bus[rows.bus], rows.start + rows.length)
         if not len(rows.start):
             return [np.zeros(0, dtype=np.float32) for _ in pieces]
-        width = int(rows.start.max() + rows.length.max())  # room for any row padded to the longest
+        width = int(rows.start.max() + rows.length.max()) + self.hop_length  # room for any row padded to whole frames
         signal = torch.zeros(len(piece_of_bus), width, device=self.device)
         is_noise = np.array([v.noise for v in VOICES])[rows.voice]
         for noise in (False, True):
             for chunk in self._chunks(np.flatnonzero(is_noise == noise), rows.length):
                 self._add_notes(signal, rows, chunk, noise, width)
-        self._filter_buses(signal, voice_of_bus)
+        loudest = np.bincount(rows.bus, weights=rows.gain, minlength=len(piece_of_bus))  # no note is louder than its gain
+        self._filter_buses(signal, voice_of_bus, loudest)
         mix = torch.zeros(len(pieces), width, device=self.device)
         mix.index_add_(0, torch.from_numpy(piece_of_bus).to(self.device), signal)
         if self.reverb > 0:
@@ -255,52 +257,51 @@ class Synthesizer(AudioBackend):
         gate = time < held
         after_release = level_while_held(held) * torch.exp(-SIXTY_DB * (time - held).clamp(min=0) / release.clamp(min=1e-3))
         envelope = torch.where(gate, level_while_held(time), after_release)
+        envelope = envelope * (time < self._column(rows.length, chunk) / self.sample_rate)  # silent past the -60 dB point
         fade_in = ((time - VIBRATO_DELAY_S) / VIBRATO_DELAY_S).clamp(0, 1)
         cents = vibrato_cents * fade_in * torch.sin(2 * math.pi * VIBRATO_HZ * time)
         return self._column(rows.hz, chunk) * torch.exp2(cents / 1200), envelope * self._column(rows.gain, chunk)
 
     def _add_notes(self, signal: torch.Tensor, rows: _Rows, chunk: np.ndarray, noise: bool, width: int) -> None:
-        """Renders one chunk of note rows and adds each into its bus at its onset."""
-        length = int(rows.length[chunk].max())
-        frames = -(-length // self.hop_length) + 1
+        """Renders one chunk of note rows, whole control frames long, and adds each into its bus at its onset."""
+        frames = -(-int(rows.length[chunk].max()) // self.hop_length) + 1
+        span = (frames - 1) * self.hop_length
         hz, level = self._controls(rows, chunk, frames)
-        # Controls are smooth, so linear interpolation (not a band-limited resampler) brings them to audio rate.
-        upsampled = F.interpolate(torch.stack([hz, level], 1), size=(frames - 1) * self.hop_length + 1, mode="linear", align_corners=True)
-        hz, level = upsampled[:, 0, :length], upsampled[:, 1, :length]
-        samples = torch.arange(length, device=self.device)
-        level = level * (samples[None] < torch.as_tensor(rows.length[chunk], device=self.device)[:, None])
-        wave = self._noise_bursts(rows, chunk, length) if noise else self._harmonics(hz, rows, chunk)
+
+        def to_audio_rate(control: torch.Tensor) -> torch.Tensor:
+            # controls are smooth, so linear interpolation (not a band-limited resampler) brings them to audio rate
+            return F.interpolate(control[:, None], size=span + 1, mode="linear", align_corners=True)[:, 0, :span]
+
+        wave = self._noise_bursts(rows, chunk, span) if noise else self._harmonics(hz, rows, chunk, to_audio_rate)
         start = torch.as_tensor(rows.start[chunk], device=self.device)
         bus = torch.as_tensor(rows.bus[chunk], device=self.device)
-        index = (bus * width + start)[:, None] + samples[None]
-        signal.view(-1).index_add_(0, index.reshape(-1), (wave * level).reshape(-1))
+        index = (bus * width + start)[:, None] + torch.arange(span, device=self.device)[None]
+        signal.view(-1).index_add_(0, index.reshape(-1), wave.mul_(to_audio_rate(level)).reshape(-1))
 
-    def _harmonics(self, hz: torch.Tensor, rows: _Rows, chunk: np.ndarray) -> torch.Tensor:
+    def _harmonics(self, hz: torch.Tensor, rows: _Rows, chunk: np.ndarray, to_audio_rate: Callable) -> torch.Tensor:
         """Band-limited wavetable oscillators: each note's table holds harmonics 1..K with its voice's amplitudes,
         none at or above Nyquist whatever the vibrato; the phase advances by the pitch control at every sample."""
         k = torch.arange(1, self.harmonic_amplitudes.shape[1] + 1, device=self.device, dtype=torch.float32)
         brightness = self._column(rows.brightness, chunk)
         amplitudes = self.harmonic_amplitudes[torch.as_tensor(rows.voice[chunk], device=self.device)] * brightness ** (k - 1)
-        amplitudes = amplitudes * (k * hz.amax(dim=1, keepdim=True) < self.sample_rate / 2)
+        amplitudes = amplitudes * (k * hz.amax(dim=1, keepdim=True) < self.sample_rate / 2)  # linear interpolation never overshoots
         # irfft of -i * N/2 * a_k at bin k is sum_k a_k sin(2 pi k n / N): one period of the note's waveform
         spectrum = torch.zeros(len(chunk), WAVETABLE_SIZE // 2 + 1, dtype=torch.complex64, device=self.device)
         spectrum[:, 1 : len(k) + 1] = -0.5j * WAVETABLE_SIZE * amplitudes
         table = torch.fft.irfft(spectrum, n=WAVETABLE_SIZE)
         table = torch.cat([table, table[:, :1]], dim=1)  # the wrap-around point, for interpolating past the end
-        position = self._cycles(hz).mul_(WAVETABLE_SIZE)
-        below = position.long().clamp_(max=WAVETABLE_SIZE - 1)  # a phase a hair below 1 may round up to 1.0 in float32
+        position = self._phase(to_audio_rate(hz * (WAVETABLE_SIZE / self.sample_rate)))
+        below = position.long().clamp_(max=WAVETABLE_SIZE - 1)  # a phase a hair below N may round up to N in float32
         return torch.lerp(table.gather(1, below), table.gather(1, below + 1), position - below)
 
-    def _cycles(self, hz: torch.Tensor) -> torch.Tensor:
-        """The oscillator phase in cycles, wrapped to [0, 1): increments summed in float32 within each control
-        frame, frame totals carried in float64, so that long notes keep their pitch and phase resolution."""
-        rows, length = hz.shape
-        frames = -(-length // self.hop_length)
-        increments = F.pad(hz / self.sample_rate, (0, frames * self.hop_length - length)).view(rows, frames, self.hop_length)
-        within = increments.cumsum(-1)
-        before = F.pad(within[..., -1].double().cumsum(-1)[:, :-1], (1, 0))
-        cycles = within + (before - before.floor()).float()[..., None]
-        return cycles.sub_(cycles.floor()).view(rows, -1)[:, :length]
+    def _phase(self, steps: torch.Tensor) -> torch.Tensor:
+        """The oscillator phase in wavetable samples, wrapped to [0, N), from the steps it advances per sample:
+        summed in float32 within each control frame, frame totals carried in float64, so that long notes keep
+        their pitch and phase resolution."""
+        rows, span = steps.shape
+        within = steps.view(rows, -1, self.hop_length).cumsum(-1)
+        before = F.pad(within[..., -1].double().cumsum(-1)[:, :-1], (1, 0)).remainder_(WAVETABLE_SIZE).float()
+        return within.add_(before[..., None]).remainder_(WAVETABLE_SIZE).view(rows, span)
 
     def _noise_bursts(self, rows: _Rows, chunk: np.ndarray, length: int) -> torch.Tensor:
         """A slice of a fixed noise table per note, at an offset set by the note itself, so batching does not change it."""
@@ -308,20 +309,22 @@ class Synthesizer(AudioBackend):
         index = torch.as_tensor(offsets, device=self.device)[:, None] + torch.arange(length, device=self.device)[None]
         return self.noise[index]
 
-    def _filter_buses(self, signal: torch.Tensor, voice_of_bus: np.ndarray) -> None:
-        """Each voice's biquad on its buses, in float64. lfilter clamps its output to [-1, 1], so filter at a level
-        where that cannot bite and scale back."""
+    def _filter_buses(self, signal: torch.Tensor, voice_of_bus: np.ndarray, loudest: np.ndarray) -> None:
+        """Each voice's biquad on its buses, in float64. lfilter clamps its output to [-1, 1], so each bus is
+        filtered divided by a bound on its level (`loudest`, the sum of its notes' gains, times 4 for any
+        overshoot of the filter) and scaled back; floating point keeps its precision at any scale."""
         for voice_id in np.unique(voice_of_bus):
             voice = VOICES[voice_id]
-            index = torch.from_numpy(np.flatnonzero(voice_of_bus == voice_id)).to(self.device)
-            buses = signal[index].double()
-            scale = buses.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) * 4
+            members = np.flatnonzero(voice_of_bus == voice_id)
+            index = torch.from_numpy(members).to(self.device)
+            scale = torch.as_tensor(4 * np.maximum(loudest[members], 1e-12), dtype=torch.float64, device=self.device)[:, None]
             frequency = min(voice.cutoff, 0.45 * self.sample_rate)
-            signal[index] = (voice.filter(buses / scale, self.sample_rate, frequency, voice.q) * scale).float()
+            signal[index] = (voice.filter(signal[index].double().div_(scale), self.sample_rate, frequency, voice.q).mul_(scale)).float()
 
     def _add_reverb(self, mix: torch.Tensor) -> torch.Tensor:
         response = self.impulse_response
         full = mix.shape[1] + len(response) - 1
         padded = F.pad(mix, (0, _fast_fft_length(full) - full))
-        wet = AF.fftconvolve(padded, response[None])[:, :full]
-        return F.pad(mix, (0, len(response) - 1)) + self.reverb * wet
+        out = AF.fftconvolve(padded, response[None])[:, :full].mul_(self.reverb)
+        out[:, : mix.shape[1]] += mix
+        return out

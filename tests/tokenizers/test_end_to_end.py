@@ -52,5 +52,5 @@ def test_tokenizer_prepare_train_generate_parse(index, case, compose_train, tmp_
     index_json = generate(compose_train(*overrides, config_name="generate"))
     assert index_json["failed"] == 0, index_json["failures"]
     for sample in index_json["samples"]:
-        score = Score(str(tmp_path / "samples" / sample["file"]))
+        score = Score(str(tmp_path / "samples" / sample["files"]["midi"]))
         assert score.note_num() == sample["n_notes"] > 0

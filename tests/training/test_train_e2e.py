@@ -59,8 +59,11 @@ def test_train_then_generate_on_default_data(compose_train, tmp_path):
     index = generate(gen_cfg)
     assert index["written"] + index["failed"] == 3
     for sample in index["samples"]:
-        score = Score(str(tmp_path / "samples" / sample["file"]))
+        score = Score(str(tmp_path / "samples" / sample["files"]["midi"]))
         assert score.note_num() == sample["n_notes"] > 0
+        # every default format is written, or its failure is listed with a reason
+        assert set(sample["files"]) | set(sample.get("render_failures", {})) == {"midi", "musicxml", "wav", "png"}
+        assert all((tmp_path / "samples" / name).stat().st_size > 0 for name in sample["files"].values())
     for failure in index["failures"]:
         assert failure["reason"]
 
@@ -78,7 +81,7 @@ def test_train_then_generate_on_default_data(compose_train, tmp_path):
     expected_prompt = 1 + int((prompt_ids.bar_ids < 2).sum())
     assert all(s["prompt_tokens"] == expected_prompt for s in continued["samples"] + continued["failures"])
     for sample in continued["samples"]:
-        notes = Score(str(tmp_path / "continued" / sample["file"])).tracks[0].notes
+        notes = Score(str(tmp_path / "continued" / sample["files"]["midi"])).tracks[0].notes
         assert [n.pitch for n in notes][:8] == [60, 62, 64, 65, 67, 65, 64, 62]
 
 
@@ -140,4 +143,4 @@ def test_command_line_apps_run_as_modules_and_keep_the_resolved_config(tmp_path,
     )
     index = json.loads((run / "samples" / "index.json").read_text())
     assert index["written"] + index["failed"] == 2
-    assert f"wrote {index['written']} MIDI files" in out.stdout
+    assert f"wrote {index['written']} samples as midi/musicxml/wav/png" in out.stdout
