@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 from omegaconf import OmegaConf
 from symusic import Score
 
 from lyria.config import ConfigError, RenderSchema
-from lyria.render import FORMATS, Renderer, build_renderers, render, render_batch
+from lyria.render import AUDIO_BACKENDS, FORMATS, Renderer, build_renderers, render, render_batch
 from lyria.render.base import Registry
 
 
@@ -27,6 +29,20 @@ def test_every_registered_format_writes_a_readable_file(name, duet, tmp_path):
     path = result.files[name]
     assert path == tmp_path / f"piece{renderers[name].suffix}" and path.stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("backend", AUDIO_BACKENDS.names())
+def test_every_audio_backend_writes_a_normalised_wav(backend, duet, tmp_path):
+    try:
+        renderers = build_renderers(settings(formats=["wav"], backend=backend))
+    except ConfigError as err:  # a system backend that is not installed says so, naming what to install
+        assert "install_system_deps.sh" in str(err)
+        pytest.skip(str(err))
+    path = render(duet, tmp_path / "piece", renderers).files["wav"]
+    wave, rate = soundfile.read(str(path))
+    assert rate == 16000 and np.abs(wave).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)
+    seconds = 12 * 60 / 66 + 4 * 60 / 50  # twelve beats at 66 bpm, four at 50
+    assert seconds < len(wave) / rate < seconds + 3  # the last notes' release and the reverb or FluidSynth's tail
 
 
 def test_unknown_and_repeated_formats_are_named():
