@@ -127,3 +127,16 @@ def test_only_the_config_module_turns_names_into_code():
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+render.synth.reverbb=0.1", r"unknown config key 'render.synth.reverbb'; did you mean 'render.synth.reverb'"),
+        ("+render.format=[midi]", r"did you mean 'render.formats'"),
+        ("render.sample_rate=fast", r"invalid value for config key 'render.sample_rate'"),
+    ],
+)
+def test_render_settings_are_checked_at_start_up(compose_train, override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train("ckpt=x", override, config_name="generate"), GenerateSchema)
