@@ -10,7 +10,9 @@ list="$(dirname "$0")/system-packages.txt"
 missing=()
 while read -r package; do
     [[ -z "$package" ]] && continue
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+    # no pipe into `grep -q`: with pipefail, grep closing early could fail the check of an installed package
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    [[ "$status" == *"ok installed" ]] || missing+=("$package")
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$list")
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
@@ -32,7 +34,7 @@ echo "install_system_deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine may have no package lists yet: refresh them once when the first attempt fails.
 if ! "${run[@]}" apt-get install -y -q "${missing[@]}" >/dev/null; then
-    "${run[@]}" apt-get update -q >/dev/null
+    "${run[@]}" apt-get update -q >/dev/null || true  # offline: the second attempt below reports what is missing
     "${run[@]}" apt-get install -y -q "${missing[@]}" >/dev/null \
         || echo "install_system_deps: could not install ${missing[*]}" >&2
 fi
