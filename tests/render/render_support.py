@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 TPQ = 480
@@ -21,3 +24,10 @@ def track_of(notes: list[tuple[float, float, int]], program: int = 0, name: str 
     for onset, duration, pitch in notes:
         track.notes.append(Note(round(onset * TPQ), round(duration * TPQ), pitch, velocity))
     return track
+
+
+def skip_or_fail(reason: str) -> None:
+    """A system package a test needs is absent: skip locally, fail in CI (where `CI` is set), which installs it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it (scripts/install_system_deps.sh)")
+    pytest.skip(reason)

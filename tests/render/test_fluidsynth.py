@@ -7,21 +7,22 @@ import shutil
 import numpy as np
 import pytest
 import soundfile
-from render_support import score_of, track_of
+from render_support import score_of, skip_or_fail, track_of
 
 from lyria.config import ConfigError
 from lyria.render.audio import WavRenderer
 from lyria.render.fluidsynth import FluidSynth, find_soundfont
 
 RATE = 22050
-installed = pytest.mark.skipif(
-    shutil.which("fluidsynth") is None or find_soundfont() is None,
-    reason="FluidSynth or a GM SoundFont is not installed (scripts/install_system_deps.sh installs both)",
-)
 
 
-@installed
-def test_fluidsynth_plays_a4_at_440_hz_and_a_late_note_late(tmp_path):
+@pytest.fixture
+def installed():
+    if shutil.which("fluidsynth") is None or find_soundfont() is None:
+        skip_or_fail("FluidSynth or a GM SoundFont is not installed (scripts/install_system_deps.sh installs both)")
+
+
+def test_fluidsynth_plays_a4_at_440_hz_and_a_late_note_late(installed, tmp_path):
     score = score_of(track_of([(0, 2, 69), (8, 1, 60)], program=0))  # A4 at 0 s, C4 at 4 s
     path = tmp_path / "piece.wav"
     WavRenderer(FluidSynth(sample_rate=RATE), peak_db=-3.0).write(score, path)
