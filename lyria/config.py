@@ -270,6 +270,7 @@ class RenderSchema:
     backend: str = "synth"
     sample_rate: int = 44100
     peak_db: float = -1.0
+    max_seconds: float = 900.0
     device: str = "cpu"
     synth: SynthSchema = field(default_factory=SynthSchema)
     fluidsynth: FluidSynthSchema = field(default_factory=FluidSynthSchema)

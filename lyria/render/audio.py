@@ -12,7 +12,7 @@ import soundfile
 from symusic import Score
 
 from lyria.config import ConfigError
-from lyria.render.base import FORMATS, Registry, Renderer
+from lyria.render.base import FORMATS, Registry, Renderer, check_length
 
 AUDIO_BACKENDS = Registry("render.backend")
 
@@ -43,20 +43,23 @@ def normalise(wave: np.ndarray, peak_db: float) -> np.ndarray:
 class WavRenderer(Renderer):
     suffix = ".wav"
 
-    def __init__(self, backend: AudioBackend, peak_db: float = -1.0) -> None:
+    def __init__(self, backend: AudioBackend, peak_db: float = -1.0, max_seconds: float = 900.0) -> None:
         if peak_db > 0:
             raise ConfigError(f"render.peak_db={peak_db}: a peak above 0 dBFS would clip; use a value <= 0")
         self.backend = backend
         self.peak_db = peak_db
+        self.max_seconds = max_seconds
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> WavRenderer:
         backend = AUDIO_BACKENDS.get(settings["backend"], "render.backend").from_settings(settings)
-        return cls(backend, peak_db=settings["peak_db"])
+        return cls(backend, peak_db=settings["peak_db"], max_seconds=settings["max_seconds"])
 
     def write(self, score: Score, path: Path) -> None:
         self.write_batch([score], [path])
 
     def write_batch(self, scores: Sequence[Score], paths: Sequence[Path]) -> None:
+        for score in scores:
+            check_length(score, self.max_seconds)
         for wave, path in zip(self.backend.synthesize(scores), paths):
             soundfile.write(str(path), normalise(wave, self.peak_db), self.backend.sample_rate, subtype="PCM_16")

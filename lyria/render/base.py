@@ -72,6 +72,14 @@ class Renderer(ABC):
 FORMATS = Registry("render.formats")
 
 
+def check_length(score: Score, max_seconds: float) -> None:
+    """Refuses a piece longer than `max_seconds`: an undertrained model can place a note hours in, and the
+    formats whose cost grows with the length (audio, sheet music) would then exhaust memory or time."""
+    seconds = score.to("second").end() if score.note_num() else 0.0
+    if seconds > max_seconds:
+        raise ValueError(f"the piece lasts {seconds:.0f} s, longer than render.max_seconds={max_seconds:g}")
+
+
 @dataclass
 class Rendered:
     """What one piece became: a file per format written, a reason per format that failed."""

@@ -12,21 +12,22 @@ import numpy as np
 from music21 import clef, instrument, key, meter, note, stream, tempo
 from symusic import Score
 
-from lyria.render.base import FORMATS, Renderer
+from lyria.render.base import FORMATS, Renderer, check_length
 
 
 @FORMATS.register("musicxml")
 class MusicXmlRenderer(Renderer):
     suffix = ".musicxml"
 
-    def __init__(self, quarter_length_divisors: Sequence[int] = (4, 3)) -> None:
+    def __init__(self, quarter_length_divisors: Sequence[int] = (4, 3), max_seconds: float = 900.0) -> None:
         if not quarter_length_divisors or min(quarter_length_divisors) < 1:
             raise ValueError(f"render.musicxml.quarter_length_divisors={list(quarter_length_divisors)}: give positive divisors such as [4, 3]")
         self.divisors = tuple(int(d) for d in quarter_length_divisors)
+        self.max_seconds = max_seconds
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> MusicXmlRenderer:
-        return cls(settings["musicxml"]["quarter_length_divisors"])
+        return cls(settings["musicxml"]["quarter_length_divisors"], max_seconds=settings["max_seconds"])
 
     def to_music21(self, score: Score) -> stream.Score:
         """The score as music21 parts: simultaneous notes of a track become chords (tied where they overlap)."""
@@ -77,6 +78,7 @@ class MusicXmlRenderer(Renderer):
         return Fraction(float(quarters)).limit_denominator(math.lcm(*self.divisors))  # exact: it lies on a grid
 
     def write(self, score: Score, path: Path) -> None:
+        check_length(score, self.max_seconds)
         self.to_music21(score).write("musicxml", fp=str(path))
 
 

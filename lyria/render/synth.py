@@ -110,6 +110,7 @@ def _fast_fft_length(n: int) -> int:
     return best
 
 
+BATCH_SECONDS = 600.0  # audio per batch, padded: bounds memory (about 0.1 GB per buffer at 44.1 kHz)
 WAVETABLE_SIZE = 2048  # samples per period: linear interpolation error stays near -70 dB for the 48th harmonic
 VOICE_PARAMETERS = ("attack", "decay", "sustain", "release", "vibrato_cents")
 
@@ -185,23 +186,41 @@ class Synthesizer(AudioBackend):
     @torch.inference_mode()
     def synthesize_notes(self, pieces: Sequence[PieceNotes]) -> list[np.ndarray]:
         """Mono float32 waveforms, one per piece, each as long as its last sound (reverb tail included)."""
-        if not pieces:
-            return []
+        waves: list[np.ndarray] = []
+        for batch in self._batches(pieces):
+            waves.extend(self._synthesize_batch(batch))
+        return waves
+
+    def _batches(self, pieces: Sequence[PieceNotes]) -> list[Sequence[PieceNotes]]:
+        """Consecutive pieces grouped so that each group, padded to its longest piece, holds at most
+        BATCH_SECONDS of audio: memory stays bounded whatever the number and length of the pieces."""
+        seconds = [float(piece.notes["end"].max()) if len(piece) else 0.0 for piece in pieces]
+        batches, first, longest = [], 0, 0.0
+        for i, length in enumerate(seconds):
+            if i > first and (i - first + 1) * max(longest, length) > BATCH_SECONDS:
+                batches.append(pieces[first:i])
+                first, longest = i, 0.0
+            longest = max(longest, length)
+        return batches + [pieces[first:]] if len(pieces) else batches
+
+    def _synthesize_batch(self, pieces: Sequence[PieceNotes]) -> list[np.ndarray]:
         rows, piece_of_bus, voice_of_bus = self._rows(pieces)
         ends = np.zeros(len(pieces), dtype=np.int64)
         np.maximum.at(ends, piece_of_bus[rows.bus], rows.start + rows.length)
         if not len(rows.start):
             return [np.zeros(0, dtype=np.float32) for _ in pieces]
         width = int(rows.start.max() + rows.length.max()) + self.hop_length  # room for any row padded to whole frames
-        signal = torch.zeros(len(piece_of_bus), width, device=self.device)
-        is_noise = np.array([v.noise for v in VOICES])[rows.voice]
-        for noise in (False, True):
-            for chunk in self._chunks(np.flatnonzero(is_noise == noise), rows.length):
-                self._add_notes(signal, rows, chunk, noise, width)
         loudest = np.bincount(rows.bus, weights=rows.gain, minlength=len(piece_of_bus))  # no note is louder than its gain
-        self._filter_buses(signal, voice_of_bus, loudest)
         mix = torch.zeros(len(pieces), width, device=self.device)
-        mix.index_add_(0, torch.from_numpy(piece_of_bus).to(self.device), signal)
+        for voice_id in np.unique(voice_of_bus):  # one voice at a time: its buses (one per piece) are the only other buffer
+            buses = np.flatnonzero(voice_of_bus == voice_id)
+            members = np.flatnonzero(rows.voice == voice_id)
+            bus_of_row = np.searchsorted(buses, rows.bus)  # meaningful for this voice's rows only
+            signal = torch.zeros(len(buses), width, device=self.device)
+            for chunk in self._chunks(members, rows.length):
+                self._add_notes(signal, rows, chunk, bus_of_row[chunk], VOICES[voice_id].noise, width)
+            self._filter(signal, VOICES[voice_id], loudest[buses])
+            mix.index_add_(0, torch.from_numpy(piece_of_bus[buses]).to(self.device), signal)
         if self.reverb > 0:
             mix = self._add_reverb(mix)
             ends += len(self.impulse_response) - 1
@@ -262,7 +281,7 @@ class Synthesizer(AudioBackend):
         cents = vibrato_cents * fade_in * torch.sin(2 * math.pi * VIBRATO_HZ * time)
         return self._column(rows.hz, chunk) * torch.exp2(cents / 1200), envelope * self._column(rows.gain, chunk)
 
-    def _add_notes(self, signal: torch.Tensor, rows: _Rows, chunk: np.ndarray, noise: bool, width: int) -> None:
+    def _add_notes(self, signal: torch.Tensor, rows: _Rows, chunk: np.ndarray, bus_rows: np.ndarray, noise: bool, width: int) -> None:
         """Renders one chunk of note rows, whole control frames long, and adds each into its bus at its onset."""
         frames = -(-int(rows.length[chunk].max()) // self.hop_length) + 1
         span = (frames - 1) * self.hop_length
@@ -274,7 +293,7 @@ class Synthesizer(AudioBackend):
 
         wave = self._noise_bursts(rows, chunk, span) if noise else self._harmonics(hz, rows, chunk, to_audio_rate)
         start = torch.as_tensor(rows.start[chunk], device=self.device)
-        bus = torch.as_tensor(rows.bus[chunk], device=self.device)
+        bus = torch.as_tensor(bus_rows, device=self.device)
         index = (bus * width + start)[:, None] + torch.arange(span, device=self.device)[None]
         signal.view(-1).index_add_(0, index.reshape(-1), wave.mul_(to_audio_rate(level)).reshape(-1))
 
@@ -309,17 +328,13 @@ class Synthesizer(AudioBackend):
         index = torch.as_tensor(offsets, device=self.device)[:, None] + torch.arange(length, device=self.device)[None]
         return self.noise[index]
 
-    def _filter_buses(self, signal: torch.Tensor, voice_of_bus: np.ndarray, loudest: np.ndarray) -> None:
-        """Each voice's biquad on its buses, in float64. lfilter clamps its output to [-1, 1], so each bus is
+    def _filter(self, buses: torch.Tensor, voice: Voice, loudest: np.ndarray) -> None:
+        """The voice's biquad on its buses, in float64. lfilter clamps its output to [-1, 1], so each bus is
         filtered divided by a bound on its level (`loudest`, the sum of its notes' gains, times 4 for any
         overshoot of the filter) and scaled back; floating point keeps its precision at any scale."""
-        for voice_id in np.unique(voice_of_bus):
-            voice = VOICES[voice_id]
-            members = np.flatnonzero(voice_of_bus == voice_id)
-            index = torch.from_numpy(members).to(self.device)
-            scale = torch.as_tensor(4 * np.maximum(loudest[members], 1e-12), dtype=torch.float64, device=self.device)[:, None]
-            frequency = min(voice.cutoff, 0.45 * self.sample_rate)
-            signal[index] = (voice.filter(signal[index].double().div_(scale), self.sample_rate, frequency, voice.q).mul_(scale)).float()
+        scale = torch.as_tensor(4 * np.maximum(loudest, 1e-12), dtype=torch.float64, device=self.device)[:, None]
+        frequency = min(voice.cutoff, 0.45 * self.sample_rate)
+        buses.copy_(voice.filter(buses.double().div_(scale), self.sample_rate, frequency, voice.q).mul_(scale))
 
     def _add_reverb(self, mix: torch.Tensor) -> torch.Tensor:
         response = self.impulse_response

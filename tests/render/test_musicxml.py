@@ -6,9 +6,11 @@ from fractions import Fraction
 
 import pytest
 from music21 import converter, instrument, key, meter, tempo
+from omegaconf import OmegaConf
 from render_support import score_of, track_of
 from symusic import Score
 
+from lyria.config import RenderSchema
 from lyria.render import build_renderers, render
 from lyria.render.musicxml import MusicXmlRenderer
 
@@ -81,7 +83,7 @@ def test_drum_tracks_become_percussion_parts(tmp_path):
 
 
 def test_a_score_that_cannot_be_written_is_a_reported_failure(tmp_path):
-    renderers = build_renderers({"formats": ["midi", "musicxml"], "musicxml": {"quarter_length_divisors": [4, 3]}})
+    renderers = build_renderers(OmegaConf.merge(OmegaConf.structured(RenderSchema), {"formats": ["midi", "musicxml"]}))
     empty = score_of(track_of([]))
     result = render(empty, tmp_path / "empty", renderers)
     assert set(result.failures) == {"midi", "musicxml"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 from omegaconf import OmegaConf
-from render_support import skip_or_fail
+from render_support import score_of, skip_or_fail, track_of
 from symusic import Score
 
 from lyria.config import ConfigError, RenderSchema
@@ -44,6 +44,14 @@ def test_every_audio_backend_writes_a_normalised_wav(backend, duet, tmp_path):
     assert rate == 16000 and np.abs(wave).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)
     seconds = 12 * 60 / 66 + 4 * 60 / 50  # twelve beats at 66 bpm, four at 50
     assert seconds < len(wave) / rate < seconds + 3  # the last notes' release and the reverb or FluidSynth's tail
+
+
+def test_a_piece_longer_than_max_seconds_gets_no_audio_or_sheet_music(tmp_path):
+    stray = score_of(track_of([(0, 1, 60), (4 * 3600, 1, 62)]))  # a note two hours in, at 120 bpm
+    result = render(stray, tmp_path / "stray", build_renderers(settings(max_seconds=600)))
+    assert sorted(result.files) == ["midi", "png"]
+    for name in ("musicxml", "wav"):
+        assert result.failures[name] == "ValueError: the piece lasts 7200 s, longer than render.max_seconds=600"
 
 
 def test_unknown_and_repeated_formats_are_named():

@@ -11,6 +11,7 @@ from render_support import score_of, track_of
 from symusic import Tempo
 
 from lyria.config import ConfigError
+from lyria.render import synth as synth_module
 from lyria.render.audio import WavRenderer
 from lyria.render.synth import DRUM_VOICES, FAMILY_VOICES, Synthesizer, voice_ids
 from lyria.data.notes import notes_from_score
@@ -110,6 +111,15 @@ def test_same_scores_same_samples_and_batching_changes_nothing(dry, duet):
     alone = dry.synthesize([drums])[0]
     assert len(alone) == len(first[1])
     np.testing.assert_allclose(alone, first[1], atol=1e-6)
+
+
+def test_long_batches_are_split_without_changing_the_sound(dry, duet, monkeypatch):
+    pieces = [duet, score_of(track_of([(0, 2, 57)])), duet]
+    together = dry.synthesize(pieces)
+    monkeypatch.setattr(synth_module, "BATCH_SECONDS", 35.0)  # the duet lasts about 16 s: two fit, three do not
+    assert [len(batch) for batch in dry._batches([notes_from_score(p) for p in pieces])] == [2, 1]
+    for whole, split in zip(together, dry.synthesize(pieces)):
+        np.testing.assert_allclose(split, whole, atol=1e-6)
 
 
 def test_louder_velocities_play_louder(dry):
