@@ -1,7 +1,8 @@
 """Synthesizer speed: real-time factor (seconds of audio per second of compute) on CPU for Bach chorales.
 
 The built-in synthesizer renders the pieces in one batch and one at a time, at the default settings
-(44.1 kHz, reverb on); FluidSynth plays the same pieces where it is installed, for comparison. Each
+(44.1 kHz, reverb on), with torch's default threads and with one; FluidSynth plays the same pieces where
+it is installed, for comparison. Each
 figure is the median of `--repeats` runs after a warm-up; CPU seconds (this process and FluidSynth's) are
 recorded beside wall-clock seconds. Writes benchmarks/results/synth.json and .md.
 
@@ -67,10 +68,15 @@ def main() -> None:
     synth = Synthesizer.from_settings(settings)
     audio_seconds = sum(len(wave) for wave in synth.synthesize(scores)) / synth.sample_rate
 
+    threads = torch.get_num_threads()
     runs = {
         "synth_batched": median_seconds(lambda: synth.synthesize(scores), args.repeats),
         "synth_one_by_one": median_seconds(lambda: [synth.synthesize([score]) for score in scores], args.repeats),
     }
+    # One thread: on a shared machine, idle threads of a busy pool spin and inflate both clocks
+    torch.set_num_threads(1)
+    runs["synth_batched_1_thread"] = median_seconds(lambda: synth.synthesize(scores), args.repeats)
+    torch.set_num_threads(threads)
     try:
         fluidsynth = FluidSynth.from_settings(settings)
         fluid_seconds = sum(len(wave) for wave in fluidsynth.synthesize(scores)) / fluidsynth.sample_rate
@@ -83,7 +89,7 @@ def main() -> None:
     rtf_per_cpu_second = {name: round(audio[name] / cpu, 1) for name, (_, cpu) in runs.items()}
     result = {
         "benchmark": "synth",
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": threads, "python": platform.python_version()},
         "pieces": [Path(p).name for p in paths],
         "audio_seconds": round(audio_seconds, 2),
         "sample_rate": synth.sample_rate,
