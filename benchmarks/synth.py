@@ -89,7 +89,13 @@ def main() -> None:
     rtf_per_cpu_second = {name: round(audio[name] / cpu, 1) for name, (_, cpu) in runs.items()}
     result = {
         "benchmark": "synth",
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": threads, "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_name(),
+            "cpus": os.cpu_count(),
+            "torch_threads": threads,
+            "load_average_1min": round(os.getloadavg()[0], 1),  # what else ran: figures from a busy machine are low
+            "python": platform.python_version(),
+        },
         "pieces": [Path(p).name for p in paths],
         "audio_seconds": round(audio_seconds, 2),
         "sample_rate": synth.sample_rate,
@@ -107,8 +113,10 @@ def main() -> None:
     lines = [
         f"# Synthesizer real-time factor ({len(paths)} Bach chorales, {audio_seconds:.0f} s of audio, {synth.sample_rate} Hz)",
         "",
-        f"CPU: {result['machine']['cpu']}, {result['machine']['torch_threads']} torch threads. Target: >= {TARGET_RTF:.0f}x "
-        "(wall clock). Audio seconds per CPU second do not depend on what else the machine runs.",
+        f"CPU: {result['machine']['cpu']}, {result['machine']['torch_threads']} torch threads, load average "
+        f"{result['machine']['load_average_1min']} on {result['machine']['cpus']} CPUs. Target: >= {TARGET_RTF:.0f}x (wall clock). "
+        "With one thread, audio seconds per CPU second hardly depend on what else the machine runs; with more, "
+        "idle pool threads spin and a busy machine inflates CPU seconds too.",
         "",
         "| renderer | seconds | real-time factor | CPU seconds | audio seconds per CPU second |",
         "|---|---|---|---|---|",
