@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/data_prep.py
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/synth.py
 
 clean-cache:
 	rm -rf .cache/lyria

@@ -1,4 +1,4 @@
-"""`lyria-generate ckpt=PATH n=8 ...`: sample MIDI files from a checkpoint."""
+"""`lyria-generate ckpt=PATH n=8 ...`: sample pieces from a checkpoint and write them as MIDI, MusicXML, WAV and PNG."""
 
 from __future__ import annotations
 

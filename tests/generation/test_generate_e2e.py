@@ -37,7 +37,7 @@ def test_new_pieces_continuations_and_infillings(infilling_checkpoint, compose_t
         assert sum(index["stop_reasons"].values()) == 3
         original = Score(str(piece)).tracks[0].notes
         for sample in index["samples"]:
-            notes = Score(str(out / sample["file"])).tracks[0].notes
+            notes = Score(str(out / sample["files"]["midi"])).tracks[0].notes
             if mode == "infill":  # bars 3-4 of 4/4 at 480 ticks per quarter: ticks [3840, 7680)
                 outside = [(n.time, n.pitch) for n in notes if not 3840 <= n.time < 7680]
                 assert outside == [(n.time, n.pitch) for n in original if not 3840 <= n.time < 7680]
