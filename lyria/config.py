@@ -328,6 +328,34 @@ class LeaderboardSchema:
     task_name: str = "leaderboard"
 
 
+@dataclass
+class EvalSettingsSchema:
+    families: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    feature_resolution: int = 24
+    polyphony_threshold: int = 2
+    baseline: bool = True
+    max_pieces: Optional[int] = None
+    plots: bool = True
+    num_proc: int = 2
+    parse_timeout_s: float = 60.0
+
+
+@dataclass
+class EvaluateSchema:
+    generated: str = "???"
+    reference: str = "test"
+    training_data: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerSchema = field(default_factory=TokenizerSchema)
+    eval: EvalSettingsSchema = field(default_factory=EvalSettingsSchema)
+    assets_dir: Optional[str] = None
+    checkpoint: Optional[str] = None
+    output_dir: str = "evaluation"
+    quiet: bool = False
+    paths: PathsSchema = field(default_factory=PathsSchema)
+
+
 def _allowed_keys(schema: type, parent: list[str]) -> list[str]:
     node: Any = OmegaConf.structured(schema)
     for part in parent:
@@ -379,3 +407,4 @@ def build(node: Any, where: str, allowed: type | tuple[type, ...] | None = None,
             except (ValueError, TypeError):
                 pass
         raise ConfigError(f"cannot build '{where}' ({target}): {detail}{accepted}") from err
+

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from symusic import Score
+from symusic import Note, Score, Tempo, TimeSignature, Track
 
 NOTE_DTYPE = np.dtype(
     [
@@ -83,6 +83,27 @@ def notes_from_score(score: Score) -> PieceNotes:
     bar_starts = _ticks_to_seconds(ticks, downbeats)
     time_signatures = [(ts.time / tpq, int(ts.numerator), int(ts.denominator)) for ts in ticks.time_signatures]
     return PieceNotes(notes, bar_starts_beats, bar_starts, time_signatures)
+
+
+def score_from_notes(piece: PieceNotes, ticks_per_quarter: int = 480, qpm: float = 120.0) -> Score:
+    """The inverse of `notes_from_score` on the beat grid: one track per (track, program, is_drum), the
+    piece's time signatures, one tempo. Seconds are not read back; the tempo only sets them when played."""
+    score = Score(ticks_per_quarter)
+    notes = piece.notes
+    keys = np.unique(np.stack([notes["track"], notes["program"], notes["is_drum"].astype(np.int16)], axis=1), axis=0)
+    for track_index, program, is_drum in keys.tolist():
+        chosen = notes[(notes["track"] == track_index) & (notes["program"] == program) & (notes["is_drum"] == bool(is_drum))]
+        starts = np.round(chosen["start_beats"] * ticks_per_quarter).astype(np.int32)
+        ends = np.maximum(np.round(chosen["end_beats"] * ticks_per_quarter).astype(np.int32), starts + 1)
+        track = Track(f"track{track_index}", int(program), bool(is_drum))
+        track.notes = Note.from_numpy(
+            time=starts, duration=ends - starts, pitch=chosen["pitch"].astype(np.int8), velocity=chosen["velocity"].astype(np.int8)
+        )
+        score.tracks.append(track)
+    for beat, numerator, denominator in piece.time_signatures:
+        score.time_signatures.append(TimeSignature(int(round(beat * ticks_per_quarter)), numerator, denominator))
+    score.tempos.append(Tempo(0, qpm=qpm))
+    return score
 
 
 def _ticks_to_seconds(score: Score, ticks: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ Two caches, both under `data.cache_dir`:
 - `tokens/<key>/`: the tokenized splits; the key covers the pieces, the split settings and every
   tokenizer setting, so a changed setting rebuilds and an unchanged one loads in seconds.
 `data_report.json` sits beside the token cache: counts per style and split, and every skipped piece
-with its reason.
+with its reason. Each row keeps its piece's `score_path` (relative to `data.cache_dir`), so evaluation
+reads the reference music from the parsed scores rather than from decoded tokens.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lyria.tokenizers.learned import learn_or_load
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 1
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: rows keep score_path
 SPLITS = ("train", "validation", "test")
 
 
@@ -51,6 +52,15 @@ class PreparedData:
     report_path: Path
     cache_path: Path
     styles: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data cache folder (`data.cache_dir`) the token cache and the Score cache live in."""
+        return self.cache_path.parent.parent
+
+    def score_paths(self, split: str) -> list[Path]:
+        """The parsed Score (MIDI) file of every piece of `split`, in row order."""
+        return [self.data_dir / path for path in self.splits[split]["score_path"]]
 
 
 @contextmanager
@@ -99,14 +109,17 @@ def convert_piece(job: tuple[PieceRef, str]) -> dict:
 
 
 def convert_pieces(refs: Sequence[PieceRef], cache_dir: Path, num_proc: int, timeout_s: float) -> tuple[list[dict], list[dict]]:
-    """Returns (converted metadata with `score_path`, skips). Parse failures are cached; timeouts are retried next run."""
+    """Returns (converted metadata with `score_path`, skips). Parse failures are cached; timeouts are retried next run.
+
+    `score_path` is the cached MIDI file (under `cache_dir`, as given); `score_file` the same path relative to it.
+    """
     scores_dir = cache_dir / "scores"
     converted, skipped, todo = [], [], []
     for ref in refs:
         key = _score_key(ref)
         prefix = scores_dir / key[:2] / key
         if (meta_path := prefix.with_suffix(".json")).exists() and prefix.with_suffix(".mid").exists():
-            converted.append({**json.loads(meta_path.read_text()), "score_path": str(prefix.with_suffix(".mid"))})
+            converted.append(_with_score_path(json.loads(meta_path.read_text()), prefix))
         elif (skip_path := prefix.with_suffix(".skip.json")).exists():
             skipped.append(json.loads(skip_path.read_text()))
         else:
@@ -117,13 +130,18 @@ def convert_pieces(refs: Sequence[PieceRef], cache_dir: Path, num_proc: int, tim
     for outcome in isolated_map(convert_piece, todo, num_proc=num_proc, timeout_s=timeout_s, desc="converting"):
         ref, prefix = todo[outcome.index]
         if outcome.ok:
-            converted.append({**outcome.value, "score_path": prefix + ".mid"})
+            converted.append(_with_score_path(outcome.value, Path(prefix)))
             continue
         skip = {"piece_id": ref.piece_id, "style": ref.style, "origin": ref.origin, "stage": "parse", "reason": outcome.reason}
         skipped.append(skip)
         if not outcome.reason.startswith("timed out"):
             _atomic_write(Path(prefix + ".skip.json"), json.dumps(skip).encode())
     return converted, skipped
+
+
+def _with_score_path(meta: dict, prefix: Path) -> dict:
+    path = prefix.with_suffix(".mid")
+    return {**meta, "score_path": str(path), "score_file": path.relative_to(prefix.parents[2]).as_posix()}
 
 
 def assign_split(piece_id: str, val_fraction: float, test_fraction: float, salt: str = "") -> str:
@@ -235,6 +253,7 @@ def prepare_data(
                     "split": p["split"],
                     "n_notes": p["n_notes"],
                     "score_path": p["score_path"],
+                    "score_file": p["score_file"],
                 }
                 for p in kept
             ]
@@ -249,7 +268,11 @@ def prepare_data(
             ["piece_id", "style", "error"]
         ):
             skipped.append({"piece_id": row["piece_id"], "style": row["style"], "stage": "tokenize", "reason": row["error"]})
-        table = table.filter(lambda r: r["error"] == "", new_fingerprint=key + "-ok").remove_columns(["error", "score_path"])
+        table = (
+            table.filter(lambda r: r["error"] == "", new_fingerprint=key + "-ok")
+            .remove_columns(["error", "score_path"])
+            .rename_column("score_file", "score_path")
+        )
         if len(table) == 0:
             raise NoUsablePiecesError(f"{source.name}: no piece survived tokenization with {tokenizer.name}")
         splits = datasets.DatasetDict(

@@ -352,8 +352,12 @@ class LyriaTokenizer:
         return seqs
 
     def encode(self, score: Score) -> TokSequence:
-        ids = np.asarray(self._encode_events(score).ids, dtype=np.int64)
+        ids = self.encode_ids(score)
         return TokSequence(ids=ids, bar_ids=self.bar_ids(ids))
+
+    def encode_ids(self, score: Score) -> np.ndarray:
+        """The ids alone, without bar ids (several times faster: evaluation encodes whole sets)."""
+        return np.asarray(self._encode_events(score).ids, dtype=np.int64)
 
     def decode(self, ids) -> Score:
         """Token ids (specials allowed, they are dropped) -> Score. Raises ValueError if nothing decodes."""
