@@ -19,8 +19,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# assets whose mismatch makes two runs' numbers incomparable
-COMPARED_ASSETS = ("split_manifest", "features/reference", "memorization_index", "style_classifier")
+# assets that may differ between comparable runs: the baseline is sized to each run's generated set
+NOT_COMPARED = ("baseline",)
 
 
 class AssetMismatchError(ValueError):
@@ -106,16 +106,17 @@ class AssetStore:
         return value
 
 
-def assert_comparable(first: dict, second: dict, names: tuple[str, ...] = COMPARED_ASSETS) -> None:
-    """Raises AssetMismatchError unless two metrics.json documents used the same version of every compared asset.
+def assert_comparable(first: dict, second: dict) -> None:
+    """Raises AssetMismatchError unless two metrics.json documents used the same version and hash of every asset
+    both used (the split manifest, reference features, evaluation tokens, memorization index, classifier).
 
     An asset that only one of them used (a family the other did not run) is no conflict.
     """
     if first.get("version") != second.get("version"):
         raise AssetMismatchError(f"metrics.json format versions differ: {first.get('version')} vs {second.get('version')}")
     a, b = first.get("assets", {}), second.get("assets", {})
-    for name in names:
-        if name in a and name in b and a[name] != b[name]:
+    for name in sorted(set(a) & set(b) - set(NOT_COMPARED)):
+        if a[name] != b[name]:
             raise AssetMismatchError(
                 f"evaluation asset {name!r} differs ({a[name]} vs {b[name]}): the runs were scored against different "
                 "data or settings; re-evaluate one of them against the other's assets"

@@ -45,11 +45,12 @@ def scott_bandwidth(samples: np.ndarray) -> float:
 
 
 def compare_densities(first: np.ndarray, second: np.ndarray, grid_points: int) -> tuple[float, float]:
-    """(overlap area, KL(first || second)) of the two samples' KDEs on one grid with one (pooled) bandwidth."""
+    """(overlap area, KL(first || second)) of the two samples' KDEs (each with its own Scott bandwidth, as
+    scipy's gaussian_kde) on one common grid."""
+    widths = scott_bandwidth(first), scott_bandwidth(second)
     pooled = np.concatenate([first, second])
-    bandwidth = scott_bandwidth(pooled)
-    grid = np.linspace(pooled.min() - 3 * bandwidth, pooled.max() + 3 * bandwidth, grid_points)
-    p, q = kde_on_grid(first, grid, bandwidth), kde_on_grid(second, grid, bandwidth)
+    grid = np.linspace(pooled.min() - 3 * max(widths), pooled.max() + 3 * max(widths), grid_points)
+    p, q = kde_on_grid(first, grid, widths[0]), kde_on_grid(second, grid, widths[1])
     overlap = float(np.minimum(p, q).sum())
     kl = float(np.sum(p * np.log((p + KL_FLOOR) / (q + KL_FLOOR))))
     return min(overlap, 1.0), max(kl, 0.0)

@@ -247,13 +247,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         }
 
         def compute_baseline() -> dict:
+            before = dict(store.used)
             base_inputs = EvalInputs(held_out, others, train, settings.seed, feature_settings, store, None, None, "baseline")
             base_results = run_families(families, base_inputs, timings)
             sections, unavailable = results_to_json(base_results)
-            return {"sections": sections, "unavailable": unavailable, "per_style": per_style_json(held_out, base_results)}
+            assets = {name: record for name, record in store.used.items() if before.get(name) != record}
+            for result in base_results.values():
+                assets.update(result.assets)
+            return {"sections": sections, "unavailable": unavailable, "per_style": per_style_json(held_out, base_results), "assets": assets}
 
         cacheable = all(k is not None for k in key["sets"])
         baseline = store.json("baseline", BASELINE_VERSION, key, compute_baseline) if cacheable else compute_baseline()
+        store.used.update(baseline["assets"])  # a cached baseline still names the assets it was computed with
 
     sections, unavailable = results_to_json(results)
     for metric, reason in baseline.get("unavailable", {}).items():

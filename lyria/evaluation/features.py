@@ -33,9 +33,9 @@ MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
 MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
 # rows: the 12 major then the 12 minor scales, rooted on C, C#, ...
 SCALES = np.stack([np.roll(MAJOR, root) for root in range(12)] + [np.roll(MINOR, root) for root in range(12)])
-# bins centred on note values 1/16 ... 2 beats (geometric edges), open at both ends
+# bins centred on note values of 1/8 ... 4 beats (geometric edges), open at both ends
 TIME_EDGES_BEATS = 2.0 ** (np.arange(-4, 3) + 0.5)
-TIME_BIN_LABELS = ["<=1/32", "1/16", "1/8", "1/4", "1/2", "1", "2", ">=4"]
+TIME_BIN_LABELS = ["<=1/16", "1/8", "1/4", "1/2", "1", "2", "4", ">=8"]
 PITCH_CLASS_LABELS = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 

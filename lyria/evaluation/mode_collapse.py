@@ -136,7 +136,7 @@ class ModeCollapse(Family):
         reference, generated = inputs.reference, inputs.generated
         ref_styles = np.array([s or "" for s in reference.styles])
         gen_styles = np.array([s or "" for s in generated.styles])
-        for style in sorted(set(ref_styles) - {""}):
+        for style in sorted(set(ref_styles.tolist()) - {""}):
             real = ref_styles == style
             fake = gen_styles == style if generated.has_styles else np.ones(len(gen_z), dtype=bool)
             if not fake.any():
