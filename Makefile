@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(BIN)/lyria-generate ckpt=$(RUN_DIR)/checkpoints/best.ckpt n=8 max_bars=16 max_new_tokens=4096 hydra.run.dir=$(RUN_DIR)/samples
 	@cat $(RUN_DIR)/summary.txt
 	@echo "samples: $(RUN_DIR)/samples (index.json lists every file and any decode failure)"
+	$(BIN)/lyria-evaluate generated=$(RUN_DIR)/samples hydra.run.dir=$(RUN_DIR)/evaluation
 
 # Debian packages the tests use (scripts/system-packages.txt: chromium for the leaderboard page, FluidSynth and
 # its GM SoundFont for audio); tests that need one skip where it is absent.

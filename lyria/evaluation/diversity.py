@@ -91,6 +91,13 @@ def vendi_score(embedding: np.ndarray, bandwidth: float) -> float:
     return float(math.exp(-(eigenvalues * np.log(eigenvalues)).sum()))
 
 
+def set_vendi(piece_set, embedding: np.ndarray, bandwidth: float, indices: np.ndarray | None = None) -> float:
+    """`vendi_score` of the set's pieces at `indices` (all when None), computed once per set, subset and bandwidth."""
+    chosen = np.arange(len(embedding)) if indices is None else np.asarray(indices)
+    key = f"vendi/{bandwidth!r}/{len(embedding)}/{hash(chosen.tobytes())}"
+    return piece_set.cached(key, lambda: vendi_score(embedding[chosen], bandwidth))
+
+
 def sample_pairs(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     """Up to `count` distinct unordered pairs (i < j) of n items, seeded; all pairs when there are fewer."""
     total = n * (n - 1) // 2
@@ -127,7 +134,7 @@ class Diversity(Family):
         else:
             result.set("self_bleu", None, "needs at least 2 generated pieces")
         gen_z, ref_z = embeddings(inputs)
-        result.set("vendi", vendi_score(gen_z, rbf_bandwidth(ref_z)), "no generated pieces")
+        result.set("vendi", set_vendi(generated, gen_z, rbf_bandwidth(ref_z)), "no generated pieces")
         pairs = sample_pairs(len(generated), self.note_f1_pairs, np.random.default_rng([inputs.seed, 7]))
         if len(pairs):
             arrays = [note_arrays(p.notes) for p in generated.pieces]

@@ -122,12 +122,11 @@ def _sounding_pitch_counts(piece: PieceNotes, resolution: int) -> np.ndarray:
     if length <= 0 or not len(notes):
         return np.zeros(max(length, 0), dtype=np.int64)
     used, column = np.unique(notes["pitch"], return_inverse=True)
-    change = np.zeros((length + 1, len(used)), dtype=np.int32)
     begin = np.clip(steps(notes["start_beats"], resolution), 0, length)
     end = np.clip(steps(notes["end_beats"], resolution), 0, length)
-    np.add.at(change, (begin, column), 1)
-    np.add.at(change, (end, column), -1)
-    on = np.cumsum(change[:-1], axis=0) > 0
+    cells = (length + 1) * len(used)
+    change = np.bincount(begin * len(used) + column, minlength=cells) - np.bincount(end * len(used) + column, minlength=cells)
+    on = np.cumsum(change.reshape(length + 1, len(used))[:-1], axis=0) > 0
     return on.sum(axis=1)
 
 

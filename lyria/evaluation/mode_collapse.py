@@ -22,7 +22,7 @@ from scipy.sparse import csr_matrix
 from scipy.spatial.distance import cdist
 
 from lyria.evaluation.base import EvalInputs, Family, FamilyResult, register_family
-from lyria.evaluation.diversity import rbf_bandwidth, vendi_score
+from lyria.evaluation.diversity import rbf_bandwidth, set_vendi
 from lyria.evaluation.features import embeddings
 from lyria.evaluation.tokens import TokenTable, tokens_for
 
@@ -118,9 +118,9 @@ class ModeCollapse(Family):
         if size >= 2:
             rng = np.random.default_rng([inputs.seed, 5])
             bandwidth = rbf_bandwidth(ref_z)
-            gen_sub = gen_z[np.sort(rng.choice(len(gen_z), size, replace=False))]
-            ref_sub = ref_z[np.sort(rng.choice(len(ref_z), size, replace=False))]
-            ratio = vendi_score(gen_sub, bandwidth) / vendi_score(ref_sub, bandwidth)
+            gen_sub = np.sort(rng.choice(len(gen_z), size, replace=False))
+            ref_sub = np.sort(rng.choice(len(ref_z), size, replace=False))
+            ratio = set_vendi(generated, gen_z, bandwidth, gen_sub) / set_vendi(reference, ref_z, bandwidth, ref_sub)
             result.set("vendi_ratio", ratio)
         else:
             result.set("vendi_ratio", None, "needs 2 pieces per set")

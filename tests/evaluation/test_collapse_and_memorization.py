@@ -130,7 +130,7 @@ def brute_force_longest(generated: list[int], train: list[list[int]]) -> int:
                 while i + k < len(generated) and j + k < len(reference) and generated[i + k] == reference[j + k]:
                     k += 1
                 best = max(best, k)
-    return best if best >= 8 else 0
+    return best
 
 
 def test_longest_shared_ngram_is_exact():
@@ -143,6 +143,8 @@ def test_longest_shared_ngram_is_exact():
     )
     assert got.tolist() == [brute_force_longest(s, train) for s in generated]
     assert got[-1] >= 30
+    capped = longest_shared_runs(TokenTable.from_sequences([np.array(train[0])]), TokenTable.from_sequences([np.array(train[0])]), cap=16)
+    assert capped.tolist() == [16]
 
 
 def test_memorization_without_a_training_set_says_why():
