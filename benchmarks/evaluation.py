@@ -7,8 +7,8 @@ is synthesized from real pieces so that every family has something to find: 850 
 perturbed (notes dropped, pitches moved, bars shuffled), 50 training pieces copied (half of them
 transposed), and one training piece repeated 100 times. Timed: building the assets once (reference
 features and tokens, training tokens, memorization index), then all families with the default settings
-of conf/eval/default.yaml, then a real-vs-real baseline pass (one half of the reference against the other). Writes benchmarks/results/evaluation.json
-and .md.
+of conf/eval/default.yaml, then a real-vs-real baseline pass (one half of the reference against the other).
+Writes benchmarks/results/evaluation.json and .md.
 
     PYTHONPATH=. python benchmarks/evaluation.py [--pieces 1000] [--pieces-per-style 400]
 """
@@ -51,7 +51,10 @@ def cpu_name() -> str:
 def corpus(pieces_per_style: int) -> PieceSet:
     """Every prepared piece of the default data at `pieces_per_style` (all splits), read from the Score cache."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=["generated=unused", "output_dir=unused", f"data.max_pieces_per_style={pieces_per_style}"])
+        cfg = compose(
+            config_name="evaluate",
+            overrides=["generated=unused", "output_dir=unused", f"data.max_pieces_per_style={pieces_per_style}"],
+        )
     _, prepared = prepare(cfg.data, cfg.tokenizer, trusted=True)
     names, pieces, styles = [], [], []
     for split in SPLITS:
@@ -94,7 +97,11 @@ def generated_set(reference: PieceSet, train: PieceSet, size: int, rng: np.rando
     pieces += [transposed(train.pieces[i], 0 if k % 2 else int(rng.integers(1, 6))) for k, i in enumerate(copies)]
     pieces += [train.pieces[int(rng.integers(len(train)))]] * n_repeated
     names = [f"sample_{i:04d}.mid" for i in range(len(pieces))]
-    return PieceSet("generated", names, pieces, [None] * len(pieces)), {"perturbed": n_perturbed, "copied": n_copies, "repeated": n_repeated}
+    return PieceSet("generated", names, pieces, [None] * len(pieces)), {
+        "perturbed": n_perturbed,
+        "copied": n_copies,
+        "repeated": n_repeated,
+    }
 
 
 def main() -> None:
@@ -160,9 +167,19 @@ def main() -> None:
     }
     result = {
         "benchmark": "evaluation",
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_name(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
         "note": "measured on a shared machine (other jobs running); compare the per-family shares, not absolute times",
-        "pieces": {"generated": len(generated), "reference": len(reference), "train": len(train), "generated_composition": composition},
+        "pieces": {
+            "generated": len(generated),
+            "reference": len(reference),
+            "train": len(train),
+            "generated_composition": composition,
+        },
         "pairwise_note_f1_pairs": note_f1_pairs,
         "seconds": {
             "load_pieces": round(load_seconds, 2),

@@ -113,7 +113,9 @@ def bars_of(piece: PieceNotes, groove_positions: int) -> Bars:
     pitched = ~notes["is_drum"]
     np.add.at(pitch_classes, (bar[pitched], notes["pitch"][pitched] % 12), (notes["end_beats"] - notes["start_beats"])[pitched])
     length = ends - starts
-    slot = np.clip(((notes["start_beats"] - starts[bar]) / length[bar] * groove_positions).astype(np.int64), 0, groove_positions - 1)
+    slot = np.clip(
+        ((notes["start_beats"] - starts[bar]) / length[bar] * groove_positions).astype(np.int64), 0, groove_positions - 1
+    )
     onsets = np.zeros((len(starts), groove_positions), dtype=bool)
     onsets[bar, slot] = True
     return Bars(pitch_classes, onsets)
@@ -257,7 +259,14 @@ def position_buckets(nll: np.ndarray) -> dict[str, float]:
 class Coherence(Family):
     name = FAMILY
 
-    def __init__(self, metrics: list[str] | None = None, groove_positions: int = 16, key_window_bars: int = 4, max_lag: int = 32, nll_pieces: int = 64) -> None:
+    def __init__(
+        self,
+        metrics: list[str] | None = None,
+        groove_positions: int = 16,
+        key_window_bars: int = 4,
+        max_lag: int = 32,
+        nll_pieces: int = 64,
+    ) -> None:
         self.metrics = check_metric_names(FAMILY, metrics, "eval.families.coherence.metrics")
         self.groove_positions = int(groove_positions)
         self.key_window_bars = int(key_window_bars)
@@ -269,7 +278,9 @@ class Coherence(Family):
         return CoherenceSettings(self.groove_positions, self.key_window_bars, self.max_lag)
 
     def profiles(self, pieces: list[PieceNotes]) -> np.ndarray:
-        return np.array([lag_profile(self_similarity(_bars(p, self.coherence_settings)), self.max_lag) for p in pieces]).reshape(len(pieces), self.max_lag)
+        return np.array([lag_profile(self_similarity(_bars(p, self.coherence_settings)), self.max_lag) for p in pieces]).reshape(
+            len(pieces), self.max_lag
+        )
 
     def compute(self, inputs: EvalInputs) -> FamilyResult:
         settings = self.coherence_settings
@@ -279,7 +290,9 @@ class Coherence(Family):
             result.per_piece[name] = values
             result.set(name, nanmean(values), f"no piece is long enough for {name}")
         generated_profiles = self.profiles(inputs.generated.pieces)
-        reference_profile = np.array([nanmean(column) for column in self.profiles(inputs.reference.pieces).T]).reshape(self.max_lag)
+        reference_profile = np.array([nanmean(column) for column in self.profiles(inputs.reference.pieces).T]).reshape(
+            self.max_lag
+        )
         error = np.abs(generated_profiles - reference_profile[None, :])
         per_piece_error = np.array([nanmean(row) for row in error])
         result.per_piece["similarity_error"] = per_piece_error

@@ -96,10 +96,17 @@ class Distances(Family):
         for name, (gen_values, ref_values) in features.items():
             gen_rows, ref_rows = _rows(gen_values), _rows(ref_values)
             too_few = f"{name} is defined for {len(gen_rows)} generated and {len(ref_rows)} reference pieces; needs 2 each"
-            scalar = gen_rows.shape[1] == 1
+            scalar = name in generated.scalar_names
             if len(gen_rows) < 2 or len(ref_rows) < 2:
-                for metric in (["overlap", "kl"] if scalar else []) + ["intra_generated", "intra_reference", "inter", "inter_overlap", "inter_kl"]:
-                    result.set(f"{name}.{metric}", None, too_few)
+                for metric in (["overlap", "kl"] if scalar else []) + [
+                    "intra_generated",
+                    "intra_reference",
+                    "inter",
+                    "inter_overlap",
+                    "inter_kl",
+                ]:
+                    result.values[f"{name}.{metric}"] = None
+                result.unavailable[f"{name}.*"] = too_few
                 continue
             if scalar:
                 overlap, kl = compare_densities(ref_rows[:, 0], gen_rows[:, 0], self.grid_points)

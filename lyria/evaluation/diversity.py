@@ -115,7 +115,13 @@ def sample_pairs(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
 class Diversity(Family):
     name = "diversity"
 
-    def __init__(self, orders: list[int] = (1, 2, 4, 8), bleu_order: int = 4, note_f1_pairs: int = 200, onset_tolerance: float = ONSET_TOLERANCE_BEATS) -> None:
+    def __init__(
+        self,
+        orders: list[int] = (1, 2, 4, 8),
+        bleu_order: int = 4,
+        note_f1_pairs: int = 200,
+        onset_tolerance: float = ONSET_TOLERANCE_BEATS,
+    ) -> None:
         self.orders = [int(n) for n in orders]
         self.bleu_order = int(bleu_order)
         self.note_f1_pairs = int(note_f1_pairs)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from lyria.config import ConfigError, EvaluateSchema, build, build_allowed, to_plain, validate
+from lyria.config import ConfigError, EvaluateSchema, build, build_allowed, validate
 from lyria.data.prepare import SPLITS, prepare_data
 from lyria.evaluation import FAMILIES
 from lyria.evaluation.assets import AssetStore, digest
@@ -71,7 +71,9 @@ def training_data_config(cfg: DictConfig, index: dict | None) -> tuple[DictConfi
     elif choice != "composed":
         run_config = Path(choice)
         if not run_config.is_file():
-            raise ConfigError(f"training_data={choice!r}: no such run config; use auto, composed or the path of a run's config.yaml")
+            raise ConfigError(
+                f"training_data={choice!r}: no such run config; use auto, composed or the path of a run's config.yaml"
+            )
     if run_config is None:
         return cfg.data, cfg.tokenizer, "the composed data and tokenizer configs", None
     saved = OmegaConf.load(run_config)
@@ -83,7 +85,11 @@ def training_data_config(cfg: DictConfig, index: dict | None) -> tuple[DictConfi
 
 def prepare(data_cfg: DictConfig, tokenizer_cfg: DictConfig, trusted: bool):
     """The prepared splits (a cache hit when the run prepared them); a saved file's targets are allow-listed."""
-    make = build if trusted else (lambda node, where: build_allowed(node, where, TOKENIZERS if where == "tokenizer" else DATA_SOURCES))
+    make = (
+        build
+        if trusted
+        else (lambda node, where: build_allowed(node, where, TOKENIZERS if where == "tokenizer" else DATA_SOURCES))
+    )
     tokenizer = make(tokenizer_cfg, "tokenizer")
     source = make(data_cfg.source, "data.source")
     prepared = prepare_data(
@@ -100,11 +106,18 @@ def prepare(data_cfg: DictConfig, tokenizer_cfg: DictConfig, trusted: bool):
     return tokenizer, prepared
 
 
+def seeded_choice(count: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subset of `size` of `count` items (all of them when size is None or larger)."""
+    if size is None or count <= size:
+        return np.arange(count)
+    return np.sort(np.random.default_rng([seed, count, size]).choice(count, size, replace=False))
+
+
 def sample(piece_set: PieceSet, size: int | None, seed: int, label: str | None = None) -> PieceSet:
     """A seeded subset of `size` pieces (the set itself when it is no larger)."""
-    if size is None or len(piece_set) <= size:
+    chosen = seeded_choice(len(piece_set), size, seed)
+    if len(chosen) == len(piece_set):
         return piece_set
-    chosen = np.sort(np.random.default_rng([seed, len(piece_set), size]).choice(len(piece_set), size, replace=False))
     subset = piece_set.subset(chosen, label)
     subset.key = digest([piece_set.key, chosen.tolist()]) if piece_set.key else None
     return subset
@@ -125,7 +138,9 @@ def run_families(families: list[Family], inputs: EvalInputs, timings: dict[str, 
     return results
 
 
-def baseline_sets(reference: PieceSet, reference_is_split: bool, prepared, generated_size: int, seed: int) -> tuple[PieceSet, PieceSet, str]:
+def baseline_sets(
+    reference: PieceSet, reference_is_split: bool, prepared, generated_size: int, seed: int
+) -> tuple[PieceSet, PieceSet, str]:
     """(real pieces in the generated set's place, their reference, a description)."""
     if reference_is_split:
         test = load_split(prepared, "test") if reference.label != "test" else reference
@@ -197,19 +212,26 @@ def model_inputs(checkpoint: str | None, run_config: Path | None, prepared) -> t
     return ModelInputs(model, layout, pieces), None
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Runs the configured families and writes metrics.json, report.md and plots under cfg.output_dir."""
-    cfg = validate(cfg, EvaluateSchema)
-    started = time.perf_counter()
-    settings = cfg.eval
-    families = build_families(settings.families)
-    timings: dict[str, float] = {}
+@dataclass
+class Sets:
+    """Everything evaluate() scores: the generated set and what it is compared with."""
 
+    generated: PieceSet
+    ground_truth: list
+    index: dict | None
+    reference: PieceSet
+    reference_is_split: bool
+    train: PieceSet
+    prepared: Any
+    data_origin: str
+    run_config: Path | None
+
+
+def load_sets(cfg: DictConfig) -> Sets:
+    settings = cfg.eval
     generated, ground_truth, index = load_generated(cfg.generated, settings.num_proc, settings.parse_timeout_s)
-    if settings.max_pieces is not None:
-        kept = sample(generated, settings.max_pieces, settings.seed)
-        ground_truth = [ground_truth[generated.names.index(n)] for n in kept.names]
-        generated = kept
+    chosen = seeded_choice(len(generated), settings.max_pieces, settings.seed)
+    generated, ground_truth = sample(generated, settings.max_pieces, settings.seed), [ground_truth[i] for i in chosen]
     data_cfg, tokenizer_cfg, data_origin, run_config = training_data_config(cfg, index)
     _, prepared = prepare(data_cfg, tokenizer_cfg, trusted=run_config is None)
     reference_is_split = cfg.reference in SPLITS
@@ -221,50 +243,78 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if len(reference) == 0:
         raise ValueError(f"reference={cfg.reference!r} has no pieces (see {prepared.report_path})")
     train = load_split(prepared, "train")
-    timings["loading"] = round(time.perf_counter() - started, 3)
+    return Sets(generated, ground_truth, index, reference, reference_is_split, train, prepared, data_origin, run_config)
+
+
+def run_baseline(
+    families: list[Family], sets: Sets, store: AssetStore, features: FeatureSettings, seed: int, timings: dict
+) -> tuple[dict, str]:
+    """The real-vs-real pass, read from the asset store when these sets and settings were scored before."""
+    held_out, others, description = baseline_sets(
+        sets.reference, sets.reference_is_split, sets.prepared, len(sets.generated), seed
+    )
+    key = {
+        "sets": [held_out.key, others.key, sets.train.key],
+        "families": {f.name: [type(f).__name__, f.settings()] for f in families if f.baseline},
+        "features": asdict(features),
+        "seed": seed,
+    }
+
+    def compute() -> dict:
+        before = dict(store.used)
+        inputs = EvalInputs(held_out, others, sets.train, seed, features, store, role="baseline")
+        results = run_families(families, inputs, timings)
+        sections, unavailable = results_to_json(results)
+        assets = {name: record for name, record in store.used.items() if before.get(name) != record}
+        for result in results.values():
+            assets.update(result.assets)
+        return {
+            "sections": sections,
+            "unavailable": unavailable,
+            "per_style": per_style_json(held_out, results),
+            "assets": assets,
+        }
+
+    cacheable = all(k is not None for k in key["sets"])
+    baseline = store.json("baseline", BASELINE_VERSION, key, compute) if cacheable else compute()
+    store.used.update(baseline["assets"])  # a cached baseline still names the assets it was computed with
+    return baseline, description
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Runs the configured families and writes metrics.json, report.md and plots under cfg.output_dir."""
+    cfg = validate(cfg, EvaluateSchema)
+    started = time.perf_counter()
+    settings = cfg.eval
+    families = build_families(settings.families)
+    sets = load_sets(cfg)
+    timings: dict[str, float] = {"loading": round(time.perf_counter() - started, 3)}
 
     store = AssetStore(cfg.assets_dir)
-    store.record("split_manifest", 1, digest({split: split_key(prepared, split) for split in SPLITS}))
-    feature_settings = FeatureSettings(settings.feature_resolution, settings.polyphony_threshold)
-    checkpoint = cfg.checkpoint or (index or {}).get("checkpoint")
+    store.record("split_manifest", 1, digest({split: split_key(sets.prepared, split) for split in SPLITS}))
+    features = FeatureSettings(settings.feature_resolution, settings.polyphony_threshold)
+    checkpoint = cfg.checkpoint or (sets.index or {}).get("checkpoint")
     model, model_note = (None, None)
     if any(f.name == "coherence" for f in families):
-        model, model_note = model_inputs(checkpoint, run_config, prepared)
-    inputs = EvalInputs(generated, reference, train, settings.seed, feature_settings, store, model, ground_truth, "generated")
+        model, model_note = model_inputs(checkpoint, sets.run_config, sets.prepared)
+    inputs = EvalInputs(
+        sets.generated, sets.reference, sets.train, settings.seed, features, store, model=model, ground_truth=sets.ground_truth
+    )
     results = run_families(families, inputs, timings)
     if model_note and "coherence" in results:
         results["coherence"].unavailable.setdefault("nll_position", model_note)
-
-    baseline: dict = {}
-    baseline_note = "eval.baseline=false"
-    if settings.baseline:
-        held_out, others, baseline_note = baseline_sets(reference, reference_is_split, prepared, len(generated), settings.seed)
-        key = {
-            "sets": [held_out.key, others.key, train.key],
-            "families": {f.name: [type(f).__name__, f.settings()] for f in families if f.baseline},
-            "features": asdict(feature_settings),
-            "seed": settings.seed,
-        }
-
-        def compute_baseline() -> dict:
-            before = dict(store.used)
-            base_inputs = EvalInputs(held_out, others, train, settings.seed, feature_settings, store, None, None, "baseline")
-            base_results = run_families(families, base_inputs, timings)
-            sections, unavailable = results_to_json(base_results)
-            assets = {name: record for name, record in store.used.items() if before.get(name) != record}
-            for result in base_results.values():
-                assets.update(result.assets)
-            return {"sections": sections, "unavailable": unavailable, "per_style": per_style_json(held_out, base_results), "assets": assets}
-
-        cacheable = all(k is not None for k in key["sets"])
-        baseline = store.json("baseline", BASELINE_VERSION, key, compute_baseline) if cacheable else compute_baseline()
-        store.used.update(baseline["assets"])  # a cached baseline still names the assets it was computed with
+    baseline, baseline_note = (
+        run_baseline(families, sets, store, features, settings.seed, timings)
+        if settings.baseline
+        else ({}, "eval.baseline=false")
+    )
 
     sections, unavailable = results_to_json(results)
     for metric, reason in baseline.get("unavailable", {}).items():
         unavailable[f"baseline.{metric}"] = reason
     for result in results.values():
         store.used.update(result.assets)
+    generated, reference = sets.generated, sets.reference
     document = {
         "version": METRICS_VERSION,
         "assets": store.used,
@@ -277,18 +327,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "styles": dict(Counter(s for s in generated.styles if s is not None)),
         },
         "reference": {
-            ("split" if reference_is_split else "dir"): cfg.reference,
+            ("split" if sets.reference_is_split else "dir"): cfg.reference,
             "n_pieces": len(reference),
             "skipped": len(reference.skipped),
-            "data": data_origin,
-            "train_pieces": len(train),
+            "data": sets.data_origin,
+            "train_pieces": len(sets.train),
         },
         "baseline_sets": baseline_note,
-        "settings": {
-            "seed": settings.seed,
-            "features": asdict(feature_settings),
-            "families": {f.name: f.settings() for f in families},
-        },
+        "settings": {"seed": settings.seed, "features": asdict(features), "families": {f.name: f.settings() for f in families}},
         **sections,
         "baseline": baseline.get("sections", {}),
         "per_piece": per_piece_json(generated, results),
@@ -301,4 +347,3 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.quiet:
         print("\n".join(summary_lines(document, paths)))
     return document
-

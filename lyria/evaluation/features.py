@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lyria.evaluation.base import (
     EvalInputs,
@@ -311,7 +312,9 @@ class FeatureTable:
         return np.concatenate([self.scalars] + [self.vectors[name] for name in EMBEDDED_VECTORS], axis=1)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"scalar_names": np.asarray(self.scalar_names), "scalars": self.scalars} | {f"vector/{k}": v for k, v in self.vectors.items()}
+        return {"scalar_names": np.asarray(self.scalar_names), "scalars": self.scalars} | {
+            f"vector/{k}": v for k, v in self.vectors.items()
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "FeatureTable":
@@ -322,11 +325,16 @@ class FeatureTable:
 def compute_table(pieces: list[PieceNotes], settings: FeatureSettings) -> FeatureTable:
     """Every registered scalar feature and every vector feature of each piece."""
     names = metrics_of(FAMILY)
-    scalars = np.array([[PIECE_METRICS[n].fn(p, settings) for n in names] for p in pieces], dtype=np.float64).reshape(len(pieces), len(names))
-    vectors = {
-        name: np.array([fn(p) for p in pieces], dtype=np.float64).reshape(len(pieces), -1) for name, fn in VECTOR_FEATURES.items()
-    }
-    return FeatureTable(names, scalars, vectors)
+    scalars, vectors = [], {name: [] for name in VECTOR_FEATURES}
+    for piece in tqdm(pieces, desc="features", unit="piece", leave=False, mininterval=1.0):
+        scalars.append([PIECE_METRICS[n].fn(piece, settings) for n in names])
+        for name, fn in VECTOR_FEATURES.items():
+            vectors[name].append(fn(piece))
+    return FeatureTable(
+        names,
+        np.array(scalars, dtype=np.float64).reshape(len(pieces), len(names)),
+        {name: np.array(rows, dtype=np.float64).reshape(len(pieces), -1) for name, rows in vectors.items()},
+    )
 
 
 def table_for(piece_set: PieceSet, settings: FeatureSettings, assets=None) -> FeatureTable:

@@ -27,7 +27,9 @@ def note_arrays(notes: np.ndarray, start_beats: float = 0.0, transpose: int = 0)
 
 
 def note_f1(
-    reference: tuple[np.ndarray, np.ndarray], estimate: tuple[np.ndarray, np.ndarray], onset_tolerance: float = ONSET_TOLERANCE_BEATS
+    reference: tuple[np.ndarray, np.ndarray],
+    estimate: tuple[np.ndarray, np.ndarray],
+    onset_tolerance: float = ONSET_TOLERANCE_BEATS,
 ) -> float:
     """mir_eval's note F1 (onset + pitch) of `estimate` against `reference`, each from `note_arrays`; 0 if either is empty."""
     if not len(reference[1]) or not len(estimate[1]):

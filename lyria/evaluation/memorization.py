@@ -52,9 +52,11 @@ def note_ngrams(piece: PieceNotes, n: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 def build_index(pieces: list[PieceNotes], n: int) -> dict[str, np.ndarray]:
     """The postings (code, piece, onset, first pitch, document frequency) of every training note n-gram, by code."""
-    parts = [note_ngrams(p, n) for p in pieces]
+    parts = [note_ngrams(p, n) for p in tqdm(pieces, desc="indexing training pieces", unit="piece", leave=False, mininterval=1.0)]
     codes = np.concatenate([np.zeros(0, dtype=np.uint64)] + [c for c, _, _ in parts])
-    piece = np.concatenate([np.zeros(0, dtype=np.int32)] + [np.full(len(c), i, dtype=np.int32) for i, (c, _, _) in enumerate(parts)])
+    piece = np.concatenate(
+        [np.zeros(0, dtype=np.int32)] + [np.full(len(c), i, dtype=np.int32) for i, (c, _, _) in enumerate(parts)]
+    )
     onsets = np.concatenate([np.zeros(0, dtype=np.int64)] + [o for _, o, _ in parts])
     pitches = np.concatenate([np.zeros(0, dtype=np.int64)] + [p for _, _, p in parts])
     order = np.argsort(codes, kind="stable")  # stable: within a code, pieces stay in ascending order
@@ -64,7 +66,7 @@ def build_index(pieces: list[PieceNotes], n: int) -> dict[str, np.ndarray]:
     new_piece = new_code.copy()
     new_piece[1:] |= piece[1:] != piece[:-1]
     group = np.cumsum(new_code) - 1
-    df = np.bincount(group, weights=new_piece, minlength=group[-1] + 1 if len(group) else 0)[group] if len(group) else np.zeros(0)
+    df = np.bincount(group, weights=new_piece)[group] if len(group) else np.zeros(0)  # pieces holding each posting's code
     return {
         "codes": codes,
         "piece": piece,
@@ -86,7 +88,9 @@ class Alignment:
     votes: float
 
 
-def propose(index: dict[str, np.ndarray], piece: PieceNotes, n: int, candidates: int, max_df: int, same_key: bool) -> list[Alignment]:
+def propose(
+    index: dict[str, np.ndarray], piece: PieceNotes, n: int, candidates: int, max_df: int, same_key: bool
+) -> list[Alignment]:
     """The best alignments of `piece` to training pieces by idf-weighted votes of shared n-grams.
 
     N-grams held by more than `max_df` training pieces (stock figures such as scales) do not vote.
@@ -125,7 +129,14 @@ def propose(index: dict[str, np.ndarray], piece: PieceNotes, n: int, candidates:
     return chosen
 
 
-def aligned_f1(piece: PieceNotes, train_piece: PieceNotes, alignment: Alignment, window_beats: float, transpositions: range, onset_tolerance: float) -> float:
+def aligned_f1(
+    piece: PieceNotes,
+    train_piece: PieceNotes,
+    alignment: Alignment,
+    window_beats: float,
+    transpositions: range,
+    onset_tolerance: float,
+) -> float:
     """Highest F1, over `transpositions` around the aligned one, of the piece's window centred on the votes
     (`window_beats` long; the whole piece when shorter) against the aligned training window."""
     duration = piece.duration_beats
@@ -282,7 +293,9 @@ class Memorization(Family):
             return build_index(train.pieces, self.ngram)
 
         if inputs.assets is not None and train.key is not None:
-            return inputs.assets.arrays("memorization_index", INDEX_VERSION, {"pieces": train.key, "ngram": self.ngram, "grid": GRID}, build)
+            return inputs.assets.arrays(
+                "memorization_index", INDEX_VERSION, {"pieces": train.key, "ngram": self.ngram, "grid": GRID}, build
+            )
         return train.cached(f"memorization_index/{self.ngram}", build)
 
     def compute(self, inputs: EvalInputs) -> FamilyResult:
@@ -294,7 +307,9 @@ class Memorization(Family):
         transpositions = range(-5, 7) if self.transposition_invariant else range(0, 1)
         best = np.zeros(len(generated))
         matched: list[str | None] = [None] * len(generated)
-        for i, piece in enumerate(tqdm(generated.pieces, desc=f"memorization ({inputs.role})", unit="piece", leave=False, mininterval=1.0)):
+        for i, piece in enumerate(
+            tqdm(generated.pieces, desc=f"memorization ({inputs.role})", unit="piece", leave=False, mininterval=1.0)
+        ):
             for alignment in propose(index, piece, self.ngram, self.candidates, max_df, not self.transposition_invariant):
                 train_piece = train.pieces[alignment.train_index]
                 f1 = aligned_f1(piece, train_piece, alignment, self.window_beats, transpositions, self.onset_tolerance)
@@ -302,7 +317,11 @@ class Memorization(Family):
                     best[i], matched[i] = f1, train.names[alignment.train_index]
         longest = longest_shared_runs(tokens_for(generated, inputs.assets), tokens_for(train, inputs.assets)).astype(np.float64)
         result = FamilyResult()
-        result.per_piece = {"best_f1": best, "longest_shared_ngram": longest, "is_copy": (best >= self.copy_threshold).astype(np.float64)}
+        result.per_piece = {
+            "best_f1": best,
+            "longest_shared_ngram": longest,
+            "is_copy": (best >= self.copy_threshold).astype(np.float64),
+        }
         result.set("mean_best_f1", nanmean(best), "no generated pieces")
         result.set("copy_rate", nanmean(best >= self.copy_threshold), "no generated pieces")
         result.set("mean_longest_shared_ngram", nanmean(longest), "no generated pieces")

@@ -54,7 +54,8 @@ def summary_lines(document: dict, paths: dict[str, Path]) -> list[str]:
         "",
         "lyria evaluation",
         "----------------",
-        f"{generated['n_pieces']} generated pieces ({generated['skipped']} unreadable) vs {reference['n_pieces']} reference pieces ({where}); "
+        f"{generated['n_pieces']} generated pieces ({generated['skipped']} unreadable) vs {reference['n_pieces']} reference pieces "
+        f"({where}); "
         f"real-vs-real baseline: {document['baseline_sets']}",
         f"{'':52s} {'generated':>10s} {'real-vs-real':>13s}",
     ]
@@ -104,7 +105,12 @@ def _copies_table(document: dict, results: dict[str, FamilyResult], names: list[
     longest = memorization.per_piece["longest_shared_ngram"]
     matched = memorization.artifacts.get("matched", [None] * len(best))
     order = np.argsort(-best)[:10]
-    lines = ["## closest training pieces", "", "| generated | best note F1 | training piece | longest shared n-gram |", "|---|---:|---|---:|"]
+    lines = [
+        "## closest training pieces",
+        "",
+        "| generated | best note F1 | training piece | longest shared n-gram |",
+        "|---|---:|---|---:|",
+    ]
     lines += [f"| {names[i]} | {fmt(best[i])} | {matched[i] or '-'} | {int(longest[i])} |" for i in order]
     return lines + [""]
 
@@ -116,7 +122,8 @@ def write_report(document: dict, results: dict[str, FamilyResult], names: list[s
         "",
         f"- generated: `{generated['dir']}`: {generated['n_pieces']} pieces, {generated['skipped']} unreadable"
         + (f", checkpoint `{generated['checkpoint']}`" if generated.get("checkpoint") else ""),
-        f"- reference: {reference.get('split') or reference.get('dir')} ({reference['n_pieces']} pieces; data from {reference['data']}; "
+        f"- reference: {reference.get('split') or reference.get('dir')} ({reference['n_pieces']} pieces; "
+        f"data from {reference['data']}; "
         f"{reference['train_pieces']} training pieces)",
         f"- real-vs-real baseline: {document['baseline_sets']}",
         "- assets: " + ", ".join(f"{k} v{v['version']} `{v['hash']}`" for k, v in document["assets"].items()),
@@ -128,7 +135,9 @@ def write_report(document: dict, results: dict[str, FamilyResult], names: list[s
     ]
     for family, metric, label in HEADLINE:
         if family in document:
-            lines.append(f"| {label} | {fmt(document[family].get(metric))} | {fmt(document['baseline'].get(family, {}).get(metric))} |")
+            lines.append(
+                f"| {label} | {fmt(document[family].get(metric))} | {fmt(document['baseline'].get(family, {}).get(metric))} |"
+            )
     lines.append("")
     for family in results:
         lines += _family_table(family, document)
@@ -237,7 +246,9 @@ def plot_repetition(results: dict[str, FamilyResult], path: Path) -> bool:
     return True
 
 
-def write_outputs(document: dict, results: dict[str, FamilyResult], inputs: EvalInputs, out_dir: Path, plots: bool = True) -> dict[str, Path]:
+def write_outputs(
+    document: dict, results: dict[str, FamilyResult], inputs: EvalInputs, out_dir: Path, plots: bool = True
+) -> dict[str, Path]:
     """metrics.json, report.md and (with `plots`) PNGs under out_dir/plots; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_files = []

@@ -52,7 +52,9 @@ def read_index(folder: Path) -> dict[str, Any] | None:
     try:
         index = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); fix it or remove it to evaluate every MIDI file in {folder}") from err
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); fix it or remove it to evaluate every MIDI file in {folder}"
+        ) from err
     if not isinstance(index, dict) or not isinstance(index.get("samples", []), list):
         raise ValueError(f"{path} has no 'samples' list")
     return index
@@ -76,7 +78,9 @@ def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
     return entries
 
 
-def load_generated(folder: str | Path, num_proc: int = 2, timeout_s: float = 60.0) -> tuple[PieceSet, list[PieceNotes | None], dict | None]:
+def load_generated(
+    folder: str | Path, num_proc: int = 2, timeout_s: float = 60.0
+) -> tuple[PieceSet, list[PieceNotes | None], dict | None]:
     """(the generated set, the real piece each sample continues or fills (None where none), index.json or None)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -155,4 +159,10 @@ def split_key(prepared, split: str) -> str:
 def load_split(prepared, split: str) -> PieceSet:
     """A split of prepared data; pieces are read from the Score cache when first used."""
     table = prepared.splits[split]
-    return PieceSet(split, list(table["piece_id"]), CachedScores(prepared.score_paths(split)), list(table["style"]), key=split_key(prepared, split))
+    return PieceSet(
+        split,
+        list(table["piece_id"]),
+        CachedScores(prepared.score_paths(split)),
+        list(table["style"]),
+        key=split_key(prepared, split),
+    )

@@ -37,13 +37,18 @@ class StyleFidelity(Family):
     def compute(self, inputs: EvalInputs) -> FamilyResult:
         scored = [i for i, style in enumerate(inputs.generated.styles) if style is not None]
         if not scored:
-            return FamilyResult.not_available(f"the {inputs.generated.label} pieces carry no style (index.json entries have no 'style')")
+            return FamilyResult.not_available(
+                f"the {inputs.generated.label} pieces carry no style (index.json entries have no 'style')"
+            )
         style_fidelity = _classifier_function()
         if style_fidelity is None:
-            return FamilyResult.not_available("this version of lyria has no style classifier (lyria/evaluation/style_classifier.py)")
+            return FamilyResult.not_available(
+                "this version of lyria has no style classifier (lyria/evaluation/style_classifier.py)"
+            )
         if self.classifier is None or not Path(self.classifier).is_file():
             return FamilyResult.not_available(
-                f"no style classifier file (eval.families.style.classifier={self.classifier!r}); train one with the conditioning tools"
+                f"no style classifier file (eval.families.style.classifier={self.classifier!r}); "
+                "train one with the conditioning tools"
             )
         from lyria.evaluation.assets import file_digest
 

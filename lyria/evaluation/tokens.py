@@ -13,6 +13,7 @@ import multiprocessing as mp
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lyria.data.notes import PieceNotes, score_from_notes
 from lyria.evaluation.base import PieceSet
@@ -87,12 +88,12 @@ class TokenTable:
 def encode_pieces(pieces: list[PieceNotes], num_proc: int = 2) -> TokenTable:
     """REMI ids of every piece (a piece the tokenizer rejects has none), in `num_proc` forked processes."""
     evaluation_tokenizer()  # built once here, inherited by the forked workers
+    progress = {"desc": "evaluation tokens", "unit": "piece", "leave": False, "mininterval": 1.0, "total": len(pieces)}
     if num_proc > 1 and len(pieces) >= 64:
-        chunk = -(-len(pieces) // (4 * num_proc))
         with mp.get_context("fork").Pool(num_proc) as pool:
-            sequences = pool.map(_encode, pieces, chunksize=chunk)
+            sequences = list(tqdm(pool.imap(_encode, pieces, chunksize=16), **progress))
     else:
-        sequences = [_encode(p) for p in pieces]
+        sequences = [_encode(p) for p in tqdm(pieces, **progress)]
     return TokenTable.from_sequences(sequences)
 
 

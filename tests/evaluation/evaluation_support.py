@@ -56,7 +56,9 @@ def random_piece(seed: int, n_notes: int = 64, root: int = 60, chords: bool = Fa
 
 def varied_set(label: str, count: int, seed: int) -> PieceSet:
     """`count` different tunes in several keys, rhythms and textures (a stand-in for real music)."""
-    pieces = [random_piece(seed * 1000 + i, n_notes=40 + 8 * (i % 5), root=55 + (i * 5) % 12, chords=i % 3 == 0) for i in range(count)]
+    pieces = [
+        random_piece(seed * 1000 + i, n_notes=40 + 8 * (i % 5), root=55 + (i * 5) % 12, chords=i % 3 == 0) for i in range(count)
+    ]
     return PieceSet(label, [f"{label}_{i}" for i in range(count)], pieces, [None] * count)
 
 
@@ -64,7 +66,9 @@ def settings() -> FeatureSettings:
     return FeatureSettings()
 
 
-def write_samples(folder: Path, pieces: list[PieceNotes], styles: list[str | None] | None = None, extra: dict | None = None) -> Path:
+def write_samples(
+    folder: Path, pieces: list[PieceNotes], styles: list[str | None] | None = None, extra: dict | None = None
+) -> Path:
     """sample_NNN.mid files and an index.json as lyria-generate writes them (plus fields a later version may add)."""
     from lyria.data.notes import score_from_notes
 

@@ -40,7 +40,10 @@ def test_a_damaged_asset_is_rebuilt_and_json_assets_round_trip(tmp_path):
 
 def test_runs_compare_only_with_the_same_assets():
     run = {"version": 1, "assets": {"split_manifest": {"version": 1, "hash": "a"}, "baseline": {"version": 1, "hash": "b"}}}
-    other_baseline = {"version": 1, "assets": {"split_manifest": {"version": 1, "hash": "a"}, "baseline": {"version": 1, "hash": "c"}}}
+    other_baseline = {
+        "version": 1,
+        "assets": {"split_manifest": {"version": 1, "hash": "a"}, "baseline": {"version": 1, "hash": "c"}},
+    }
     assert_comparable(run, other_baseline)
     assert_comparable(run, {"version": 1, "assets": {"memorization_index": {"version": 1, "hash": "z"}}})
     with pytest.raises(AssetMismatchError, match="split_manifest"):

@@ -88,8 +88,14 @@ def test_family_values_and_similarity_error_against_itself():
 
 def test_nll_by_position_matches_a_direct_forward_pass():
     torch.manual_seed(0)
-    mixer = {"_target_": "lyria.models.mixers.AttentionMixer", "window": None, "position": {"_target_": "lyria.models.positions.RotaryPosition"}}
-    model = LyriaLM([20], mixer, d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_seq_len=16, num_styles=2, pad_id=0).eval()
+    mixer = {
+        "_target_": "lyria.models.mixers.AttentionMixer",
+        "window": None,
+        "position": {"_target_": "lyria.models.positions.RotaryPosition"},
+    }
+    model = LyriaLM(
+        [20], mixer, d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0, max_seq_len=16, num_styles=2, pad_id=0
+    ).eval()
     layout = SequenceLayout(bos=np.array(1), eos=np.array(2), pad_id=0)
     rng = np.random.default_rng(0)
     pieces = [(rng.integers(3, 20, size=n), np.zeros(n, dtype=np.int64), 0) for n in (5, 30)]
@@ -109,4 +115,3 @@ def test_nll_by_position_matches_a_direct_forward_pass():
     assert buckets["nll_position.1-2"] == pytest.approx(nll[0])
     assert buckets["nll_position.4-8"] == pytest.approx(nll[3:7].mean())
     assert "context_gain" in buckets and np.isfinite(buckets["context_gain"])
-

@@ -143,7 +143,9 @@ def test_longest_shared_ngram_is_exact():
     )
     assert got.tolist() == [brute_force_longest(s, train) for s in generated]
     assert got[-1] >= 30
-    capped = longest_shared_runs(TokenTable.from_sequences([np.array(train[0])]), TokenTable.from_sequences([np.array(train[0])]), cap=16)
+    capped = longest_shared_runs(
+        TokenTable.from_sequences([np.array(train[0])]), TokenTable.from_sequences([np.array(train[0])]), cap=16
+    )
     assert capped.tolist() == [16]
 
 

@@ -37,7 +37,9 @@ def test_a_set_against_itself_has_frechet_0_overlap_1_kl_0():
 
 def test_a_different_set_is_further_away():
     real = varied_set("real", 12, seed=1)
-    scales = PieceSet("scales", [f"s{i}" for i in range(12)], [melody(list(range(48 + i, 72 + i))) for i in range(12)], [None] * 12)
+    scales = PieceSet(
+        "scales", [f"s{i}" for i in range(12)], [melody(list(range(48 + i, 72 + i))) for i in range(12)], [None] * 12
+    )
     near = Distances().compute(inputs(varied_set("other", 12, seed=2), real))
     far = Distances().compute(inputs(scales, real))
     assert far.values["frechet"] > near.values["frechet"] > 0

@@ -101,13 +101,20 @@ def test_metrics_json_contract_with_baseline_per_piece_and_report(compose_evalua
     assert set(written["per_piece"]) == {f"sample_{i:03d}.mid" for i in range(8)}
     row = written["per_piece"]["sample_006.mid"]
     assert {"features.pitch_range", "diversity.self_bleu", "memorization.best_f1", "coherence.structureness"} <= set(row)
-    assert row == written["per_piece"]["sample_007.mid"] | {"diversity.self_bleu": row["diversity.self_bleu"]}  # the same piece twice
+    assert row == written["per_piece"]["sample_007.mid"] | {
+        "diversity.self_bleu": row["diversity.self_bleu"]
+    }  # the same piece twice
     assert set(written["per_style"]) == {"jigs", "airs"} and written["per_style"]["jigs"]["n_pieces"] == 4
     assert "style" in written["unavailable"]  # no classifier: a reason, never a number
     assert {"split_manifest", "memorization_index"} <= set(written["assets"])
     report = (out / "report.md").read_text()
     assert "real-vs-real" in report and "broken.mid" in report and "## closest training pieces" in report
-    assert {p.name for p in (out / "plots").iterdir()} == {"features.png", "self_similarity.png", "pitch_class_transitions.png", "repetition.png"}
+    assert {p.name for p in (out / "plots").iterdir()} == {
+        "features.png",
+        "self_similarity.png",
+        "pitch_class_transitions.png",
+        "repetition.png",
+    }
 
 
 @pytest.fixture
@@ -122,7 +129,9 @@ def copied_samples(corpus, tmp_path, cache, compose_evaluate):
     moved = train.pieces[2].notes.copy()
     moved["pitch"] += 4
     transposed = PieceNotes(moved, train.pieces[2].bar_starts_beats, train.pieces[2].bar_starts, train.pieces[2].time_signatures)
-    return write_samples(tmp_path / "copies", [train.pieces[0], train.pieces[1], transposed] + [random_piece(s) for s in range(3)])
+    return write_samples(
+        tmp_path / "copies", [train.pieces[0], train.pieces[1], transposed] + [random_piece(s) for s in range(3)]
+    )
 
 
 def test_memorization_finds_the_copies_end_to_end(compose_evaluate, copied_samples):
@@ -142,7 +151,9 @@ def test_same_inputs_give_the_same_numbers_with_or_without_cached_assets(compose
             assert other[key] == first[key], key
     assert again["assets"] == first["assets"]
     assert_comparable(first, again)
-    changed = evaluate(compose_evaluate(copied_samples, "eval.plots=false", "eval.feature_resolution=12", f"assets_dir={tmp_path / 'assets'}"))
+    changed = evaluate(
+        compose_evaluate(copied_samples, "eval.plots=false", "eval.feature_resolution=12", f"assets_dir={tmp_path / 'assets'}")
+    )
     with pytest.raises(AssetMismatchError, match="features/test"):
         assert_comparable(first, changed)
 
@@ -191,7 +202,10 @@ def test_config_errors_name_the_key(compose_evaluate, tmp_path):
 def test_a_saved_run_config_builds_only_lyria_data_sources(compose_evaluate, tmp_path):
     samples = write_samples(tmp_path / "samples", [random_piece(1)])
     hostile = tmp_path / "config.yaml"
-    hostile.write_text("data:\n  source:\n    _target_: os.system\n    command: 'echo owned'\ntokenizer:\n  _target_: lyria.tokenizers.LyriaTokenizer\n")
+    hostile.write_text(
+        "data:\n  source:\n    _target_: os.system\n    command: 'echo owned'\n"
+        "tokenizer:\n  _target_: lyria.tokenizers.LyriaTokenizer\n"
+    )
     with pytest.raises(ConfigError, match="does not build from a saved file"):
         evaluate(compose_evaluate(samples, f"training_data={hostile}"))
 
@@ -199,7 +213,9 @@ def test_a_saved_run_config_builds_only_lyria_data_sources(compose_evaluate, tmp
 @pytest.mark.parametrize("choice", sorted(p.stem for p in EVAL_DIR.glob("*.yaml")))
 def test_every_eval_config_builds_registered_families(choice, corpus, cache, tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=[f"eval={choice}", "generated=x", f"paths.cache_dir={cache}", "output_dir=x"])
+        cfg = compose(
+            config_name="evaluate", overrides=[f"eval={choice}", "generated=x", f"paths.cache_dir={cache}", "output_dir=x"]
+        )
     families = build_families(cfg.eval.families)
     assert families and all(f.name in FAMILIES and isinstance(f, FAMILIES[f.name]) for f in families)
 
@@ -211,13 +227,29 @@ def test_train_generate_evaluate_reads_the_run_config_and_scores_nll_by_position
 
     _, objects = train(compose_train())
     index = generate(
-        compose_train(f"ckpt={objects['paths']['best_checkpoint']}", "n=6", "max_new_tokens=96", f"output_dir={tmp_path / 'samples'}", config_name="generate")
+        compose_train(
+            f"ckpt={objects['paths']['best_checkpoint']}",
+            "n=6",
+            "max_new_tokens=96",
+            f"output_dir={tmp_path / 'samples'}",
+            config_name="generate",
+        )
     )
     env = {**os.environ, "WANDB_MODE": "offline"}
     out = subprocess.run(
-        [sys.executable, "-m", "lyria.cli.evaluate", f"generated={tmp_path / 'samples'}", f"hydra.run.dir={tmp_path / 'evaluation'}",
-         f"assets_dir={tmp_path / 'assets'}"],
-        check=True, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "lyria.cli.evaluate",
+            f"generated={tmp_path / 'samples'}",
+            f"hydra.run.dir={tmp_path / 'evaluation'}",
+            f"assets_dir={tmp_path / 'assets'}",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert "real-vs-real" in out.stdout and str(tmp_path / "evaluation" / "report.md") in out.stdout
     document = strict_json(tmp_path / "evaluation" / "metrics.json")

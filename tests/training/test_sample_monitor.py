@@ -54,7 +54,9 @@ def test_monitor_logs_every_n_steps_and_warns_above_the_threshold(compose_train,
 
     # off by default in debug runs (the first check would come after the last step), and training is unchanged by it
     plain = BatchDigest()
-    _, quiet = train(compose_train(*overrides, "paths.output_dir=" + str(objects["paths"]["run_dir"]) + "_plain"), callbacks=[plain])
+    _, quiet = train(
+        compose_train(*overrides, "paths.output_dir=" + str(objects["paths"]["run_dir"]) + "_plain"), callbacks=[plain]
+    )
     assert monitor_of(quiet).history == []
     assert plain.digests == watched.digests
 

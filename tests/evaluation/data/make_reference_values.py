@@ -96,7 +96,8 @@ def main() -> None:
     synthetic_fixtures()
     values = {path.name: muspy_values(path) for path in sorted(HERE.glob("*.mid"))}
     bleu = [
-        sentence_bleu([s for j, s in enumerate(BLEU_SEQUENCES) if j != i], hypothesis) for i, hypothesis in enumerate(BLEU_SEQUENCES)
+        sentence_bleu([s for j, s in enumerate(BLEU_SEQUENCES) if j != i], hypothesis)
+        for i, hypothesis in enumerate(BLEU_SEQUENCES)
     ]
     out = {
         "generated_by": "tests/evaluation/data/make_reference_values.py",
