@@ -55,7 +55,7 @@ def corpus(pieces_per_style: int) -> PieceSet:
             config_name="evaluate",
             overrides=["generated=unused", "output_dir=unused", f"data.max_pieces_per_style={pieces_per_style}"],
         )
-    _, prepared = prepare(cfg.data, cfg.tokenizer, trusted=True)
+    _, prepared = prepare(cfg.data, cfg.tokenizer)
     names, pieces, styles = [], [], []
     for split in SPLITS:
         names += list(prepared.splits[split]["piece_id"])

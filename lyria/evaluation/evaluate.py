@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from lyria.config import ConfigError, EvaluateSchema, build, build_allowed, validate
+from lyria.config import ConfigError, EvaluateSchema, build, validate
 from lyria.data.prepare import SPLITS, prepare_data
 from lyria.evaluation import FAMILIES
 from lyria.evaluation.assets import AssetStore, digest
@@ -32,8 +32,6 @@ from lyria.evaluation.sets import load_generated, load_midi_folder, load_split, 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_FILE = "config.yaml"
-DATA_SOURCES = ("lyria.data.sources.Music21CorpusSource", "lyria.data.sources.MidiFolderSource", "lyria.data.hf.HFDatasetSource")
-TOKENIZERS = ("lyria.tokenizers.LyriaTokenizer",)
 BASELINE_VERSION = 1
 
 
@@ -43,7 +41,7 @@ def build_families(families: DictConfig | dict) -> list[Family]:
     for name, node in (families or {}).items():
         if node is None:
             continue
-        family = build(node, f"eval.families.{name}")
+        family = build(node, f"eval.families.{name}", allowed=Family)
         if not isinstance(family, Family) or family.name != name:
             raise ConfigError(
                 f"eval.families.{name} builds {type(family).__name__}, which is not the '{name}' metric family; "
@@ -83,15 +81,15 @@ def training_data_config(cfg: DictConfig, index: dict | None) -> tuple[DictConfi
     return saved.data, saved.tokenizer, str(run_config), run_config
 
 
-def prepare(data_cfg: DictConfig, tokenizer_cfg: DictConfig, trusted: bool):
-    """The prepared splits (a cache hit when the run prepared them); a saved file's targets are allow-listed."""
-    make = (
-        build
-        if trusted
-        else (lambda node, where: build_allowed(node, where, TOKENIZERS if where == "tokenizer" else DATA_SOURCES))
-    )
-    tokenizer = make(tokenizer_cfg, "tokenizer")
-    source = make(data_cfg.source, "data.source")
+def prepare(data_cfg: DictConfig, tokenizer_cfg: DictConfig):
+    """The prepared splits (a cache hit when the run prepared them). Only lyria's data sources and tokenizer
+    are built from the configs, whether composed or read from a run's saved config.yaml."""
+    from lyria.data.hf import HFDatasetSource
+    from lyria.data.sources import MidiFolderSource, Music21CorpusSource
+    from lyria.tokenizers import LyriaTokenizer
+
+    tokenizer = build(tokenizer_cfg, "tokenizer", allowed=LyriaTokenizer)
+    source = build(data_cfg.source, "data.source", allowed=(Music21CorpusSource, MidiFolderSource, HFDatasetSource))
     prepared = prepare_data(
         source,
         tokenizer,
@@ -203,7 +201,8 @@ def model_inputs(checkpoint: str | None, run_config: Path | None, prepared) -> t
         return None, "the checkpoint's config.yaml was not used for the data (training_data=auto with the run's config)"
     if not Path(checkpoint).is_file():
         return None, f"checkpoint {checkpoint} does not exist"
-    from lyria.training.train import build_datamodule, load_model
+    from lyria.checkpoint import load_model
+    from lyria.training.train import build_datamodule  # the training's own framing of a piece (BOS, style, EOS)
 
     model, tokenizer, _ = load_model(checkpoint)
     test = prepared.splits["test"]
@@ -233,7 +232,7 @@ def load_sets(cfg: DictConfig) -> Sets:
     chosen = seeded_choice(len(generated), settings.max_pieces, settings.seed)
     generated, ground_truth = sample(generated, settings.max_pieces, settings.seed), [ground_truth[i] for i in chosen]
     data_cfg, tokenizer_cfg, data_origin, run_config = training_data_config(cfg, index)
-    _, prepared = prepare(data_cfg, tokenizer_cfg, trusted=run_config is None)
+    _, prepared = prepare(data_cfg, tokenizer_cfg)
     reference_is_split = cfg.reference in SPLITS
     if reference_is_split:
         reference = load_split(prepared, cfg.reference)

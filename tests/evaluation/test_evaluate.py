@@ -124,7 +124,7 @@ def copied_samples(corpus, tmp_path, cache, compose_evaluate):
     from lyria.evaluation.sets import load_split
 
     cfg = compose_evaluate(tmp_path)
-    _, prepared = prepare(cfg.data, cfg.tokenizer, trusted=True)
+    _, prepared = prepare(cfg.data, cfg.tokenizer)
     train = load_split(prepared, "train")
     moved = train.pieces[2].notes.copy()
     moved["pitch"] += 4
@@ -206,7 +206,7 @@ def test_a_saved_run_config_builds_only_lyria_data_sources(compose_evaluate, tmp
         "data:\n  source:\n    _target_: os.system\n    command: 'echo owned'\n"
         "tokenizer:\n  _target_: lyria.tokenizers.LyriaTokenizer\n"
     )
-    with pytest.raises(ConfigError, match="does not build from a saved file"):
+    with pytest.raises(ConfigError, match="refusing to load 'os.system'"):
         evaluate(compose_evaluate(samples, f"training_data={hostile}"))
 
 
