@@ -35,7 +35,7 @@ from lyria.tokenizers.learned import learn_or_load
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 1
-DATASET_VERSION = 2  # 2: rows keep score_path
+DATASET_VERSION = 3  # rows keep score_path (relative to data.cache_dir)
 SPLITS = ("train", "validation", "test")
 
 

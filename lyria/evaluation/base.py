@@ -85,7 +85,8 @@ class EvalInputs:
 
     `assets` caches expensive derived data (an `AssetStore`, or None to compute everything afresh);
     `model` is the checkpoint's model with held-out pieces (coherence.ModelInputs) when the generated set
-    names one; `ground_truth` the real piece each generated sample continues or fills (None where none).
+    names one; `ground_truth` the real piece each generated sample continues or fills (None where none);
+    `data` the prepared data (lyria.data.prepare.PreparedData) the reference and training sets come from.
     """
 
     generated: PieceSet
@@ -96,6 +97,7 @@ class EvalInputs:
     assets: Any = None
     model: Any = None
     ground_truth: list[PieceNotes | None] | None = None
+    data: Any = None
     role: str = "generated"  # "generated", or "baseline" for the real-vs-real pass
 
 

@@ -22,10 +22,11 @@ matrix S holds the cosine similarity of those descriptions (each half normalised
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 from itertools import combinations
+from typing import Callable
 
 import mir_eval
 import numpy as np
@@ -35,7 +36,6 @@ from lyria.evaluation.base import (
     Family,
     FamilyResult,
     PieceNotes,
-    PIECE_METRICS,
     check_metric_names,
     nanmean,
     piece_metric,
@@ -68,7 +68,7 @@ KEY_PROFILES = _zscore_rows(
 )
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def key_score_table() -> np.ndarray:
     """mir_eval.key.weighted_score for every (reference, estimate) pair of the 24 keys."""
     return np.array([[mir_eval.key.weighted_score(a, b) for b in KEY_NAMES] for a in KEY_NAMES])
@@ -137,13 +137,25 @@ def lag_profile(similarity: np.ndarray, max_lag: int) -> np.ndarray:
     return np.array([similarity.diagonal(d).mean() if d < len(similarity) else np.nan for d in range(1, max_lag + 1)])
 
 
-def _bars(piece: PieceNotes, settings: CoherenceSettings) -> Bars:
-    return bars_of(piece, settings.groove_positions)
+# the coherence metrics as functions of a piece's bars, so that the family cuts each piece into bars once
+BAR_METRICS: dict[str, Callable[[Bars, CoherenceSettings], float]] = {}
 
 
-@piece_metric(FAMILY)
-def structureness(piece: PieceNotes, settings: CoherenceSettings) -> float:
-    similarity = self_similarity(_bars(piece, settings))
+def bar_metric(fn: Callable[[Bars, CoherenceSettings], float]) -> Callable[[PieceNotes, CoherenceSettings], float]:
+    """Registers `fn(bars, settings)` as the per-piece coherence metric of its name, computed on the piece's bars."""
+    BAR_METRICS[fn.__name__] = fn
+
+    @functools.wraps(fn)
+    def on_piece(piece: PieceNotes, settings: CoherenceSettings) -> float:
+        return fn(bars_of(piece, settings.groove_positions), settings)
+
+    return piece_metric(FAMILY)(on_piece)
+
+
+@bar_metric
+def structureness(bars: Bars, settings: CoherenceSettings) -> float:
+    """max over lags d >= 2 of the mean d-th diagonal of the bar self-similarity matrix, minus its off-diagonal mean."""
+    similarity = self_similarity(bars)
     n = len(similarity)
     if n < 3:
         return math.nan
@@ -160,33 +172,37 @@ def _window_histograms(bars: Bars, size: int) -> np.ndarray:
     return histograms[histograms.sum(axis=1) > 0]
 
 
-@piece_metric(FAMILY)
-def key_consistency(piece: PieceNotes, settings: CoherenceSettings) -> float:
-    keys = estimate_keys(_window_histograms(_bars(piece, settings), settings.key_window_bars))
+@bar_metric
+def key_consistency(bars: Bars, settings: CoherenceSettings) -> float:
+    """Mean mir_eval.key.weighted_score over all pairs of the Krumhansl-Schmuckler keys of key_window_bars-bar windows."""
+    keys = estimate_keys(_window_histograms(bars, settings.key_window_bars))
     if len(keys) < 2:
         return math.nan
     table = key_score_table()
     return float(np.mean([table[a, b] for a, b in combinations(keys.tolist(), 2)]))
 
 
-def _windowed_entropy(piece: PieceNotes, settings: CoherenceSettings, size: int) -> float:
-    histograms = _window_histograms(_bars(piece, settings), size)
+def _windowed_entropy(bars: Bars, size: int) -> float:
+    histograms = _window_histograms(bars, size)
     return nanmean(np.array([entropy_bits(h) for h in histograms])) if len(histograms) else math.nan
 
 
-@piece_metric(FAMILY)
-def pitch_class_entropy_1bar(piece: PieceNotes, settings: CoherenceSettings) -> float:
-    return _windowed_entropy(piece, settings, 1)
+@bar_metric
+def pitch_class_entropy_1bar(bars: Bars, settings: CoherenceSettings) -> float:
+    """Mean entropy (bits) of the duration-weighted pitch-class histogram of each bar (Wu & Yang's H1)."""
+    return _windowed_entropy(bars, 1)
 
 
-@piece_metric(FAMILY)
-def pitch_class_entropy_4bar(piece: PieceNotes, settings: CoherenceSettings) -> float:
-    return _windowed_entropy(piece, settings, 4)
+@bar_metric
+def pitch_class_entropy_4bar(bars: Bars, settings: CoherenceSettings) -> float:
+    """Mean entropy (bits) of the duration-weighted pitch-class histogram of each 4 bars (Wu & Yang's H4)."""
+    return _windowed_entropy(bars, 4)
 
 
-@piece_metric(FAMILY)
-def grooving_similarity(piece: PieceNotes, settings: CoherenceSettings) -> float:
-    onsets = _bars(piece, settings).onsets.astype(np.float64)
+@bar_metric
+def grooving_similarity(bars: Bars, settings: CoherenceSettings) -> float:
+    """Mean over all pairs of bars of 1 - Hamming(onset patterns) / groove_positions (Wu & Yang's GS)."""
+    onsets = bars.onsets.astype(np.float64)
     n = len(onsets)
     if n < 2:
         return math.nan
@@ -277,21 +293,18 @@ class Coherence(Family):
     def coherence_settings(self) -> CoherenceSettings:
         return CoherenceSettings(self.groove_positions, self.key_window_bars, self.max_lag)
 
-    def profiles(self, pieces: list[PieceNotes]) -> np.ndarray:
-        return np.array([lag_profile(self_similarity(_bars(p, self.coherence_settings)), self.max_lag) for p in pieces]).reshape(
-            len(pieces), self.max_lag
-        )
-
     def compute(self, inputs: EvalInputs) -> FamilyResult:
         settings = self.coherence_settings
         result = FamilyResult()
+        generated_bars = [bars_of(p, self.groove_positions) for p in inputs.generated.pieces]
         for name in self.metrics:
-            values = np.array([PIECE_METRICS[name].fn(p, settings) for p in inputs.generated.pieces], dtype=np.float64)
+            values = np.array([BAR_METRICS[name](bars, settings) for bars in generated_bars], dtype=np.float64)
             result.per_piece[name] = values
             result.set(name, nanmean(values), f"no piece is long enough for {name}")
-        generated_profiles = self.profiles(inputs.generated.pieces)
-        reference_profile = np.array([nanmean(column) for column in self.profiles(inputs.reference.pieces).T]).reshape(
-            self.max_lag
+        generated_profiles = self.profiles(generated_bars)
+        reference_profile = inputs.reference.cached(
+            f"coherence/lag_profile/{asdict(settings)}",
+            lambda: np.array([nanmean(c) for c in self.profiles([bars_of(p, self.groove_positions) for p in inputs.reference.pieces]).T]),
         )
         error = np.abs(generated_profiles - reference_profile[None, :])
         per_piece_error = np.array([nanmean(row) for row in error])
@@ -304,6 +317,10 @@ class Coherence(Family):
         if inputs.model is not None and inputs.role == "generated":
             self._nll(result, inputs.model)
         return result
+
+    def profiles(self, bars: list[Bars]) -> np.ndarray:
+        """Each piece's repetition profile (mean bar similarity per lag), pieces x max_lag."""
+        return np.array([lag_profile(self_similarity(b), self.max_lag) for b in bars]).reshape(len(bars), self.max_lag)
 
     def _nll(self, result: FamilyResult, model_inputs: ModelInputs) -> None:
         if not model_inputs.pieces:

@@ -261,7 +261,7 @@ def run_baseline(
 
     def compute() -> dict:
         before = dict(store.used)
-        inputs = EvalInputs(held_out, others, sets.train, seed, features, store, role="baseline")
+        inputs = EvalInputs(held_out, others, sets.train, seed, features, store, data=sets.prepared, role="baseline")
         results = run_families(families, inputs, timings)
         sections, unavailable = results_to_json(results)
         assets = {name: record for name, record in store.used.items() if before.get(name) != record}
@@ -297,7 +297,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if any(f.name == "coherence" for f in families):
         model, model_note = model_inputs(checkpoint, sets.run_config, sets.prepared)
     inputs = EvalInputs(
-        sets.generated, sets.reference, sets.train, settings.seed, features, store, model=model, ground_truth=sets.ground_truth
+        sets.generated,
+        sets.reference,
+        sets.train,
+        settings.seed,
+        features,
+        store,
+        model=model,
+        ground_truth=sets.ground_truth,
+        data=sets.prepared,
     )
     results = run_families(families, inputs, timings)
     if model_note and "coherence" in results:

@@ -169,6 +169,8 @@ def plot_features(results: dict[str, FamilyResult], path: Path) -> bool:
             bins = np.histogram_bin_edges(both, bins=20)
             ax.hist(ref, bins=bins, density=True, alpha=0.5, label="reference")
             ax.hist(gen, bins=bins, density=True, alpha=0.5, label="generated")
+        else:
+            ax.text(0.5, 0.5, "not defined for these pieces", ha="center", va="center", fontsize=8, transform=ax.transAxes)
         ax.set_title(name, fontsize=9)
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")

@@ -1,11 +1,12 @@
-"""Style fidelity through the style classifier (an evaluation asset the conditioning work provides): `style`.
+"""Style fidelity through the style classifier (an evaluation asset of the conditioning work): the `style` family.
 
-The family scores pieces that carry a requested style (index.json entries' `style`; for the real-vs-real
-baseline, the pieces' own styles, which gives the classifier's accuracy on real music). It reports itself
-unavailable, with the reason, when the samples carry no style, when no classifier file is configured, or
-while lyria has no classifier module. The classifier module contract:
-`lyria.evaluation.style_classifier.style_fidelity(pieces, styles, classifier_path) -> dict` with set
-values under "values" ({metric: number}) and optionally per-piece arrays under "per_piece".
+Pieces that carry a requested style (index.json entries' `style`; in the real-vs-real baseline, the
+pieces' own styles, which gives the classifier's accuracy on real music) are scored with
+`lyria.evaluation.style_classifier.style_fidelity(pieces, styles, classifier)`, whose `values` and
+`per_piece` become this family's. `classifier=auto` takes the prepared data's cached classifier
+(`style_classifier.classifier_for_data`), or a path names a saved one. The family reports itself
+unavailable, with the reason, when the pieces carry no style, when lyria has no classifier module, or
+when the classifier does not know the requested styles.
 """
 
 from __future__ import annotations
@@ -14,53 +15,55 @@ from pathlib import Path
 
 import numpy as np
 
+from lyria.evaluation.assets import file_digest
 from lyria.evaluation.base import EvalInputs, Family, FamilyResult, register_family
 
 CLASSIFIER_ASSET = "style_classifier"
+AUTO = "auto"
 
 
-def _classifier_function():
+def classifier_module():
+    """lyria.evaluation.style_classifier, or None in a version of lyria without it."""
     try:
-        from lyria.evaluation.style_classifier import style_fidelity
+        from lyria.evaluation import style_classifier
     except ImportError:
         return None
-    return style_fidelity
+    return style_classifier
 
 
 @register_family
 class StyleFidelity(Family):
     name = "style"
 
-    def __init__(self, classifier: str | None = None) -> None:
+    def __init__(self, classifier: str | None = AUTO) -> None:
         self.classifier = classifier
 
     def compute(self, inputs: EvalInputs) -> FamilyResult:
-        scored = [i for i, style in enumerate(inputs.generated.styles) if style is not None]
+        pieces = inputs.generated
+        scored = [i for i, style in enumerate(pieces.styles) if style is not None]
         if not scored:
-            return FamilyResult.not_available(
-                f"the {inputs.generated.label} pieces carry no style (index.json entries have no 'style')"
-            )
-        style_fidelity = _classifier_function()
-        if style_fidelity is None:
-            return FamilyResult.not_available(
-                "this version of lyria has no style classifier (lyria/evaluation/style_classifier.py)"
-            )
-        if self.classifier is None or not Path(self.classifier).is_file():
-            return FamilyResult.not_available(
-                f"no style classifier file (eval.families.style.classifier={self.classifier!r}); "
-                "train one with the conditioning tools"
-            )
-        from lyria.evaluation.assets import file_digest
-
-        scores = style_fidelity(
-            [inputs.generated.pieces[i] for i in scored], [inputs.generated.styles[i] for i in scored], self.classifier
-        )
+            return FamilyResult.not_available(f"the {pieces.label} pieces carry no style (index.json entries have no 'style')")
+        module = classifier_module()
+        if module is None:
+            return FamilyResult.not_available("this version of lyria has no style classifier (lyria/evaluation/style_classifier.py)")
+        if self.classifier in (None, AUTO):
+            if inputs.data is None:
+                return FamilyResult.not_available("classifier=auto needs prepared data to take the classifier from")
+            _, path = module.classifier_for_data(inputs.data)
+        else:
+            path = Path(self.classifier)
+            if not path.is_file():
+                return FamilyResult.not_available(f"no style classifier file at eval.families.style.classifier={self.classifier!r}")
+        try:
+            scores = module.style_fidelity([pieces.pieces[i] for i in scored], [pieces.styles[i] for i in scored], path)
+        except ValueError as err:  # e.g. styles the classifier was not trained on
+            return FamilyResult.not_available(f"the style classifier {path} cannot score these pieces: {err}")
         result = FamilyResult()
         for name, value in scores.get("values", {}).items():
             result.set(name, value)
         for name, values in scores.get("per_piece", {}).items():
-            column = np.full(len(inputs.generated), np.nan)
+            column = np.full(len(pieces), np.nan)
             column[scored] = np.asarray(values, dtype=np.float64)
             result.per_piece[name] = column
-        result.assets[CLASSIFIER_ASSET] = {"version": 1, "hash": file_digest(self.classifier)}
+        result.assets[CLASSIFIER_ASSET] = {"version": int(getattr(module, "VERSION", 1)), "hash": file_digest(path)}
         return result

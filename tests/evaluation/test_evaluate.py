@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from evaluation_support import random_piece, write_samples
 from hydra import compose, initialize_config_dir
@@ -256,3 +257,39 @@ def test_train_generate_evaluate_reads_the_run_config_and_scores_nll_by_position
     assert document["generated"]["n_pieces"] == index["written"]
     assert document["reference"]["data"].endswith("config.yaml")
     assert document["coherence"]["nll_position.1-2"] is not None and "context_gain" in document["coherence"]
+
+
+class StandInClassifier:
+    """The contract of lyria.evaluation.style_classifier that the style family calls: a piece 'sounds like'
+    jigs when its tune sits above middle C."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.write_bytes(b"stand-in classifier")
+
+    def classifier_for_data(self, prepared):
+        return object(), self.path
+
+    def style_fidelity(self, pieces, styles, classifier):
+        if "polka" in styles:
+            raise ValueError("the style classifier does not know ['polka']")
+        predicted = ["jigs" if np.median(p.notes["pitch"]) >= 60 else "airs" for p in pieces]
+        match = [float(p == s) for p, s in zip(predicted, styles)]
+        return {"values": {"fidelity": float(np.mean(match))}, "per_piece": {"style_match": match}}
+
+
+def test_style_fidelity_through_the_classifier_contract(compose_evaluate, tmp_path, monkeypatch):
+    import lyria.evaluation.style as style
+
+    monkeypatch.setattr(style, "classifier_module", lambda: StandInClassifier(tmp_path / "classifier.npz"))
+    high, low = random_piece(1, root=67), random_piece(2, root=36)
+    samples = write_samples(tmp_path / "styled", [high, high, low, low], styles=["jigs", "airs", "airs", None])
+    document = evaluate(compose_evaluate(samples, "eval=fast"))
+    assert document["style"]["fidelity"] == pytest.approx(2 / 3)
+    assert [document["per_piece"][f"sample_{i:03d}.mid"]["style.style_match"] for i in range(4)] == [1.0, 0.0, 1.0, None]
+    assert document["assets"]["style_classifier"]["version"] == 1
+    assert document["baseline"]["style"]["fidelity"] is not None  # real pieces scored with their own styles
+    unknown = write_samples(tmp_path / "polka", [high], styles=["polka"])
+    assert "does not know ['polka']" in evaluate(compose_evaluate(unknown, "eval=fast"))["unavailable"]["style"]
