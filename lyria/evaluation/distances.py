@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from scipy.spatial.distance import cdist, pdist
+from threadpoolctl import threadpool_limits
 
 from lyria.evaluation.base import EvalInputs, Family, FamilyResult, nanmean, register_family
 from lyria.evaluation.features import VECTOR_FEATURES, embeddings, table_for
@@ -60,9 +61,10 @@ def frechet_distance(first: np.ndarray, second: np.ndarray) -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)); the trace term via the symmetric form S1^(1/2) S2 S1^(1/2)."""
     mu1, mu2 = first.mean(axis=0), second.mean(axis=0)
     cov1, cov2 = np.atleast_2d(np.cov(first, rowvar=False)), np.atleast_2d(np.cov(second, rowvar=False))
-    values, vectors = np.linalg.eigh(cov1)
-    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ cov2 @ root1), 0, None)).sum()
+    with threadpool_limits(1, user_api="blas"):  # small matrices: threaded BLAS only adds contention
+        values, vectors = np.linalg.eigh(cov1)
+        root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ cov2 @ root1), 0, None)).sum()
     distance = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * cross)
     return max(distance, 0.0)
 

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
+from threadpoolctl import threadpool_limits
 
 from lyria.evaluation.base import EvalInputs, Family, FamilyResult, register_family
 from lyria.evaluation.features import embeddings
@@ -86,7 +87,9 @@ def vendi_score(embedding: np.ndarray, bandwidth: float) -> float:
     if len(embedding) == 0:
         return math.nan
     kernel = np.exp(-squareform(pdist(embedding, "sqeuclidean")) / (2 * bandwidth**2))
-    eigenvalues = np.clip(np.linalg.eigvalsh(kernel / len(embedding)), 0, None)
+    # one BLAS thread: at these sizes it costs little, and threaded BLAS stalls badly on a busy machine
+    with threadpool_limits(1, user_api="blas"):
+        eigenvalues = np.clip(np.linalg.eigvalsh(kernel / len(embedding)), 0, None)
     eigenvalues = eigenvalues[eigenvalues > 1e-12]
     return float(math.exp(-(eigenvalues * np.log(eigenvalues)).sum()))
 
