@@ -172,6 +172,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 1),
         },
         "note": "measured on a shared machine (other jobs running); compare the per-family shares, not absolute times",
         "pieces": {
