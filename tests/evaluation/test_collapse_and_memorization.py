@@ -152,3 +152,22 @@ def test_longest_shared_ngram_is_exact():
 def test_memorization_without_a_training_set_says_why():
     result = Memorization().compute(EvalInputs(varied_set("g", 3, 1), varied_set("r", 3, 2), None, 0, settings()))
     assert "training set" in result.unavailable["*"]
+
+
+@pytest.mark.slow
+def test_collapse_score_on_the_music21_corpus(compose_train):
+    """Real music (one half of 36 corpus pieces against the other) scores low; one of its pieces repeated, high."""
+    from lyria.evaluation.evaluate import prepare
+    from lyria.evaluation.sets import load_split
+
+    cfg = compose_train("data.max_pieces_per_style=6")
+    _, prepared = prepare(cfg.data, cfg.tokenizer)
+    pieces = load_split(prepared, "train")
+    half = len(pieces) // 2
+    reference, held_out = pieces.subset(range(half), "reference"), pieces.subset(range(half, 2 * half), "held_out")
+    real = ModeCollapse().compute(collapse_inputs(held_out, reference)).values
+    repeated = PieceSet("repeated", [f"r{i}" for i in range(half)], [held_out.pieces[0]] * half, [None] * half)
+    collapsed = ModeCollapse().compute(collapse_inputs(repeated, reference)).values
+    # with ~15 reference pieces each k-NN ball is wide, so even one piece covers a few of them
+    assert real["score"] < 0.3 and collapsed["score"] > 0.6
+    assert collapsed["near_duplicate_rate"] == 1.0 and collapsed["vendi_ratio"] < real["vendi_ratio"]
