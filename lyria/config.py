@@ -407,4 +407,3 @@ def build(node: Any, where: str, allowed: type | tuple[type, ...] | None = None,
             except (ValueError, TypeError):
                 pass
         raise ConfigError(f"cannot build '{where}' ({target}): {detail}{accepted}") from err
-
