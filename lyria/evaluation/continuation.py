@@ -1,8 +1,8 @@
 """Continuation and infilling against the ground truth: the `continuation` family.
 
-A generated sample that continues the first bars of a real piece (index.json: `prompt` and `prompt_bars`,
-per sample or in `settings`) or fills its masked bars (`infill_bars: [first, end)` per sample) is compared
-with the real piece over the generated bars only: the `horizon_bars` bars after the prompt, or the filled
+A generated sample that continues the first bars of a real piece (lyria-generate prompt=FILE prompt_bars=N)
+or fills some of its bars (infill=FILE bars=5-8; see sets._sample_entries for the index.json fields) is
+compared with the real piece over the generated bars only: the `horizon_bars` bars after the prompt, or the filled
 bars. Per piece: mir_eval note F1 against the real bars and the absolute difference of each scalar feature;
 the set values are their means.
 """

@@ -30,7 +30,7 @@ def kde_on_grid(samples: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.n
     step = grid[1] - grid[0]
     edges = np.concatenate([grid - step / 2, [grid[-1] + step / 2]])
     counts, _ = np.histogram(samples, bins=edges)
-    reach = int(min(len(grid), math.ceil(4 * bandwidth / step)))
+    reach = int(min((len(grid) - 1) // 2, math.ceil(4 * bandwidth / step)))  # "same" keeps the grid's length
     offsets = np.arange(-reach, reach + 1) * step
     kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2)
     mass = np.convolve(counts.astype(np.float64), kernel, mode="same")

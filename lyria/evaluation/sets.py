@@ -22,6 +22,7 @@ from lyria.data.notes import PieceNotes, notes_from_score
 from lyria.data.sources import MIDI_SUFFIXES, MidiFolderSource
 from lyria.evaluation.assets import digest
 from lyria.evaluation.base import PieceSet
+from lyria.generation.pieces import parse_bars  # how lyria-generate writes the infilled bars in index.json
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,13 @@ def read_index(folder: Path) -> dict[str, Any] | None:
 
 
 def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
-    """One entry per sample file: index.json's (only `file` is required; `style`, `prompt`, `prompt_bars` and
-    `infill_bars` are read when present, prompt settings falling back to index.json's `settings`), or every MIDI file."""
+    """One entry per sample file: index.json's, or every MIDI file of the folder.
+
+    Only `file` is required; `style` is read when present. A sample that continues a real piece gets
+    `ground_truth` (the prompt file) and `prompt_bars`; one that fills bars of a real piece, `ground_truth`
+    (the infill file) and `infill_bars` ([first, end), 0-based), from the sample's own fields or else from
+    index.json's `settings` (lyria-generate's `prompt` / `prompt_bars`, `infill` / `bars`).
+    """
     if index is None:
         return [{"file": p.name} for p in sorted(folder.iterdir()) if p.suffix.lower() in MIDI_SUFFIXES]
     settings = index.get("settings") or {}
@@ -71,9 +77,13 @@ def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
         if not isinstance(sample, dict) or not sample.get("file"):
             raise ValueError(f"{folder / INDEX_FILE}: samples[{position}] has no 'file'")
         entry = dict(sample)
-        for key in ("prompt", "prompt_bars"):
-            if entry.get(key) is None and settings.get(key) is not None:
-                entry[key] = settings[key]
+        if entry.get("infill_bars") is None and settings.get("infill") and settings.get("bars"):
+            entry["ground_truth"], entry["infill_bars"] = settings["infill"], list(parse_bars(settings["bars"]))
+        elif entry.get("infill_bars") is not None:
+            entry["ground_truth"] = entry.get("infill") or settings.get("infill")
+        elif entry.get("prompt") or settings.get("prompt"):
+            entry["ground_truth"] = entry.get("prompt") or settings["prompt"]
+            entry.setdefault("prompt_bars", settings.get("prompt_bars"))
         entries.append(entry)
     return entries
 
@@ -104,12 +114,12 @@ def load_generated(
         chosen,
         skipped,
     )
-    prompts = sorted({str(e["prompt"]) for e in chosen if e.get("prompt")})
-    truth_by_path, prompt_skips = parse_files(prompts, num_proc, timeout_s, "reading prompts")
-    for skip in prompt_skips:
-        log.warning("prompt %s cannot be read (%s): its samples get no continuation scores", skip["file"], skip["reason"])
-    truths = {prompts[i]: piece for i, piece in truth_by_path.items()}
-    ground_truth = [truths.get(str(e.get("prompt"))) if e.get("prompt") else None for e in chosen]
+    originals = sorted({str(e["ground_truth"]) for e in chosen if e.get("ground_truth")})
+    truth_by_path, truth_skips = parse_files(originals, num_proc, timeout_s, "reading prompts")
+    for skip in truth_skips:
+        log.warning("%s cannot be read (%s): the samples made from it get no continuation scores", skip["file"], skip["reason"])
+    truths = {originals[i]: piece for i, piece in truth_by_path.items()}
+    ground_truth = [truths.get(str(e.get("ground_truth"))) if e.get("ground_truth") else None for e in chosen]
     return generated, ground_truth, index
 
 

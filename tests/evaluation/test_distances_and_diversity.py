@@ -53,6 +53,9 @@ def test_kde_and_density_comparison():
     assert grid[np.argmax(mass)] == pytest.approx(0.0)
     overlap, kl = compare_densities(np.zeros(50), np.full(50, 100.0), 512)
     assert overlap == pytest.approx(0.0, abs=1e-9) and kl > 10
+    # a kernel wider than the grid keeps the grid's length
+    wide = kde_on_grid(np.array([0.0]), np.linspace(-1, 1, 11), bandwidth=5.0)
+    assert wide.shape == (11,) and wide.sum() == pytest.approx(1.0) and np.argmax(wide) == 5
 
 
 def test_frechet_distance_of_shifted_gaussians_is_the_squared_shift():

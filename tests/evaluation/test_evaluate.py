@@ -293,3 +293,18 @@ def test_style_fidelity_through_the_classifier_contract(compose_evaluate, tmp_pa
     assert document["baseline"]["style"]["fidelity"] is not None  # real pieces scored with their own styles
     unknown = write_samples(tmp_path / "polka", [high], styles=["polka"])
     assert "does not know ['polka']" in evaluate(compose_evaluate(unknown, "eval=fast"))["unavailable"]["style"]
+
+
+def test_infilled_bars_are_scored_against_the_real_bars(compose_evaluate, corpus, tmp_path):
+    original = next(corpus.rglob("jigs_07.mid"))
+    real = notes_from_score(Score(str(original)))
+    refilled = real.notes.copy()
+    inside = (refilled["start_beats"] >= 8) & (refilled["start_beats"] < 16)  # bars 3-4 (1-based), 4/4
+    refilled["pitch"][inside] += 2
+    changed = PieceNotes(refilled, real.bar_starts_beats, real.bar_starts, real.time_signatures)
+    samples = write_samples(
+        tmp_path / "infilled", [real, changed], extra={"mode": "infill", "settings": {"infill": str(original), "bars": "3-4"}}
+    )
+    document = evaluate(compose_evaluate(samples, "eval=fast"))
+    assert document["per_piece"]["sample_000.mid"]["continuation.note_f1"] == pytest.approx(1.0)
+    assert document["per_piece"]["sample_001.mid"]["continuation.note_f1"] == pytest.approx(0.0)
