@@ -102,20 +102,15 @@ class SampleMonitor(L.Callback):
         from lyria.evaluation.diversity import Diversity
         from lyria.evaluation.features import FeatureSettings
         from lyria.evaluation.mode_collapse import ModeCollapse
-        from lyria.generation.generate import decode_or_repair
+        from lyria.generation.pieces import new_pieces
         from lyria.generation.processors import GrammarMask, SpecialTokenMask, Temperature, TopP
-        from lyria.generation.sampler import Sampler
+        from lyria.generation.sampler import Limits, Sampler
 
         processors = [SpecialTokenMask(), GrammarMask(), Temperature(self.temperature), TopP(self.top_p)]
         sampler = Sampler(model, tokenizer, processors, device=next(model.parameters()).device)
-        prompt = tokenizer.step_ids(tokenizer.bos_id)[None]
-        pieces, failures = [], 0
-        for result in sampler.generate(prompt, n=self.n_samples, max_new_tokens=self.max_new_tokens, seed=self.seed + step):
-            try:
-                score, _ = decode_or_repair(tokenizer, result.ids)
-                pieces.append(notes_from_score(score))
-            except ValueError:
-                failures += 1
+        made = new_pieces(sampler, n=self.n_samples, seed=self.seed + step, limits=Limits(max_new_tokens=self.max_new_tokens))
+        pieces = [notes_from_score(piece.score) for piece in made if piece.score is not None]
+        failures = len(made) - len(pieces)
         metrics = {"monitor/decode_failures": float(failures)}
         if len(pieces) < 2:
             return metrics
