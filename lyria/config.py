@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterator, Optional
 
 from hydra.utils import instantiate
@@ -203,6 +205,7 @@ class TrainingSchema:
     min_lr_ratio: float = 0.1
     infilling_rate: float = 0.0
     infilling_max_bars: int = 8
+    compile: bool = False
 
 
 @dataclass
@@ -225,6 +228,7 @@ class TrainSchema:
     task_name: str = "train"
     seed: int = 1234
     ckpt_path: Optional[str] = None
+    auto_resume: bool = True
 
 
 @dataclass
@@ -407,3 +411,32 @@ def build(node: Any, where: str, allowed: type | tuple[type, ...] | None = None,
             except (ValueError, TypeError):
                 pass
         raise ConfigError(f"cannot build '{where}' ({target}): {detail}{accepted}") from err
+
+
+def slurm_run_name() -> str | None:
+    """`slurm-JOBID` (array tasks: `slurm-ARRAYJOB_TASK`) inside a SLURM job, else None.
+
+    A requeued job keeps its id, so a run folder named after it is found again after the requeue.
+    """
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"slurm-{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm-{job}" if job else None
+
+
+def process_rank() -> int:
+    """This process's global rank as the launcher set it (srun, torchrun, Lightning's DDP launcher); 0 alone."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def register_resolvers() -> None:
+    """Resolvers the Hydra configs use: `${run_name:}` (the run folder's name) and `${rank_zero:VALUE}`."""
+    OmegaConf.register_new_resolver(
+        "run_name", lambda: slurm_run_name() or datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), use_cache=True, replace=True
+    )
+    # VALUE on the process of rank 0, null on the others (only rank 0 writes Hydra's output folder)
+    OmegaConf.register_new_resolver("rank_zero", lambda value: value if process_rank() == 0 else None, replace=True)

@@ -2,4 +2,8 @@
 
 from pathlib import Path
 
+from lyria.config import register_resolvers
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+register_resolvers()

@@ -2,8 +2,9 @@
 
 Every random choice of a training example (which piece, where to crop, how far to transpose, which
 bars to move behind FILL / SEP) is a function of (seed, epoch, position in the epoch), so the data
-order is fully described by the epoch and the number of batches already consumed; that pair goes into
-the checkpoint.
+order is fully described by the epoch and the number of batches already consumed; the training loader
+keeps that pair as its state, which Lightning saves in the loop state of every checkpoint and hands
+back before the loader is iterated.
 """
 
 from __future__ import annotations
@@ -106,14 +107,14 @@ class EpochSampler(Sampler):
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 0  # the epoch the current (or, before any iteration, the next) pass draws
         self._next_epoch = 0
-        self._skip = 0
+        self.skip = 0  # examples of the next pass already consumed before a resume
 
     def resume(self, epoch: int, examples_done: int) -> None:
         """Continue inside `epoch` after this rank consumed `examples_done` of its shard."""
         if examples_done >= len(self):
             epoch, examples_done = epoch + 1, 0
         self.epoch = self._next_epoch = int(epoch)
-        self._skip = int(examples_done)
+        self.skip = int(examples_done)
 
     def _order(self, epoch: int) -> np.ndarray:
         n = len(self.style_ids)
@@ -135,10 +136,52 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch = self.epoch = self._next_epoch
         self._next_epoch += 1
-        start, self._skip = self._skip, 0
+        start, self.skip = self.skip, 0
         shard = self._order(epoch)
         for position in range(start, len(shard)):
             yield int(shard[position]), epoch, position * self.num_replicas + self.rank
+
+
+class EvalShard(Sampler):
+    """Every `num_replicas`-th example from `rank` on: each example goes to exactly one rank, none twice.
+
+    Unlike DistributedSampler nothing is padded, so metrics summed over ranks count every token once.
+    """
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.length, self.num_replicas, self.rank = int(length), int(num_replicas), int(rank)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader with its place in the data order as state (Lightning's stateful loaders).
+
+    `state_dict` is the sampler's epoch and the batches the training loop has taken from this epoch
+    (`batch_taken`, called by the data module as each batch reaches the step), not the batches the
+    loader produced: those run ahead by Lightning's and the workers' prefetching.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: EpochSampler, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+        self.batches_taken = 0
+
+    def __iter__(self):
+        self.batches_taken = self.sampler.skip // self.batch_size
+        return super().__iter__()
+
+    def batch_taken(self) -> None:
+        self.batches_taken += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches_done": int(self.batches_taken)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(state["epoch"], state["batches_done"] * self.batch_size)
 
 
 class TrainCrops(Dataset):
@@ -256,7 +299,11 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
 
 
 class MusicDataModule(L.LightningDataModule):
-    """Serves prepared splits; the training order is part of the checkpoint (see `state_dict`)."""
+    """Serves prepared splits; the training order is part of the checkpoint (see `ResumableLoader`).
+
+    Training crops and evaluation windows are sharded across ranks here (the trainer configs set
+    `use_distributed_sampler: false`).
+    """
 
     def __init__(
         self,
@@ -296,21 +343,23 @@ class MusicDataModule(L.LightningDataModule):
                 num_special=tokenizer.num_special,
                 bar_ids=tokenizer.bar_ids,
             )
-        self._sampler: EpochSampler | None = None
-        self._resume: dict | None = None
+        self._train_loader: ResumableLoader | None = None
 
-    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=_Collate(self.tokenizer.pad_id),
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader_options(self) -> dict[str, Any]:
+        # An own generator: creating the loader's iterator then draws its worker seed from it, not from
+        # the global RNG that dropout uses, so iterating (or re-creating) a loader never shifts training.
+        return {
+            "num_workers": self.num_workers,
+            "collate_fn": _Collate(self.tokenizer.pad_id),
+            "persistent_workers": self.num_workers > 0,
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
 
-    def train_dataloader(self) -> DataLoader:
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> ResumableLoader:
         split = self.prepared.splits["train"]
         if len(split) == 0:
             raise ValueError(f"the training split is empty; see {self.prepared.report_path}")
@@ -319,35 +368,34 @@ class MusicDataModule(L.LightningDataModule):
         dataset = TrainCrops(
             split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field, self.infilling
         )
-        trainer = self.trainer
-        self._sampler = EpochSampler(
-            split["style_id"],
-            seed=self.seed,
-            balance_styles=self.balance_styles,
-            num_replicas=trainer.world_size if trainer else 1,
-            rank=trainer.global_rank if trainer else 0,
-        )
-        if self._resume is not None:
-            self._sampler.resume(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
-            self._resume = None
-        return self._loader(dataset, self.batch_size, self._sampler)
+        world, rank = self._ranks()
+        sampler = EpochSampler(split["style_id"], seed=self.seed, balance_styles=self.balance_styles, num_replicas=world, rank=rank)
+        self._train_loader = ResumableLoader(dataset, sampler, self.batch_size, **self._loader_options())
+        return self._train_loader
+
+    def eval_dataloader(self, split: str, sharded: bool = True) -> DataLoader:
+        """Every window of a split once; `sharded` splits the windows across ranks (metrics sum over ranks)."""
+        windows = EvalWindows(self.prepared.splits[split], self.layout, self.max_len)
+        world, rank = self._ranks() if sharded else (1, 0)
+        if 0 < len(windows) < world:
+            raise ValueError(
+                f"the {split} split has {len(windows)} windows, fewer than the {world} processes that share it; "
+                f"use fewer devices or more {split} data (data.val_fraction / data.test_fraction)"
+            )
+        sampler = EvalShard(len(windows), world, rank)
+        return DataLoader(windows, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(EvalWindows(self.prepared.splits["validation"], self.layout, self.max_len), self.eval_batch_size)
+        return self.eval_dataloader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(EvalWindows(self.prepared.splits["test"], self.layout, self.max_len), self.eval_batch_size)
+        return self.eval_dataloader("test")
 
-    def state_dict(self) -> dict[str, int]:
-        """Where the training order stands: the epoch and the batches this rank has consumed in it."""
-        trainer = self.trainer
-        if trainer is None or self._sampler is None:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"epoch": int(self._sampler.epoch), "batches_done": int(done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = dict(state) if state else None
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called as the loop takes a batch into a step (after Lightning's prefetch), so it counts consumption.
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.batch_taken()
+        return batch
 
 
 class _Collate:

@@ -1,14 +1,20 @@
-"""Callbacks: exact repeatability and resumption (RNG state), and a sample monitor that watches for mode collapse."""
+"""Callbacks: exact repeatability and resumption (every rank's RNG state, SLURM requeue between steps), and a
+sample monitor that watches for mode collapse."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -40,14 +46,150 @@ def restore_rng_state(state: dict) -> None:
 
 
 class RNGStateCallback(L.Callback):
-    """Saves torch / numpy / python (and CUDA) RNG states in every checkpoint and restores them on resume."""
+    """Saves every rank's torch / numpy / python (and CUDA) RNG states; a resumed rank gets its own back.
+
+    States are gathered from all ranks when a checkpoint is written (rank 0 writes it) and restored when
+    training starts, after the sanity check and after anything else that ran between loading the
+    checkpoint and the first step. A resume on a different number of ranks is refused rather than
+    silently giving some ranks another rank's state.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._pending: dict | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict:
-        return capture_rng_state()
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return {"ranks": [capture_rng_state()]}
+        # a collective: every rank writes a checkpoint's state (only rank 0 saves the file)
+        packed = _pack(capture_rng_state())
+        gathered = {key: trainer.strategy.all_gather(value) for key, value in packed.items()}
+        return {"ranks": [_unpack({key: value[rank].cpu() for key, value in gathered.items()}) for rank in range(trainer.world_size)]}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict:
-            restore_rng_state(state_dict)
+        self._pending = state_dict or None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        ranks = self._pending["ranks"]
+        self._pending = None
+        if len(ranks) != trainer.world_size:
+            raise RuntimeError(
+                f"the checkpoint holds the RNG states of {len(ranks)} processes but this run has {trainer.world_size}: "
+                "resume with the same number of devices x nodes (or start from its weights with a fresh run)"
+            )
+        restore_rng_state(ranks[trainer.global_rank])
+
+
+def _pack(state: dict) -> dict[str, torch.Tensor]:
+    """One RNG state as int64 tensors of fixed shapes, so ranks can all_gather them."""
+    packed = {
+        "torch": state["torch"].to(torch.int64),
+        "numpy_key": state["numpy"]["key"],
+        "numpy_rest": torch.tensor([state["numpy"]["pos"], state["numpy"]["has_gauss"]]),
+        "numpy_gauss": torch.tensor([state["numpy"]["gauss"]], dtype=torch.float64),
+        "python": torch.tensor([state["python"]["version"], *state["python"]["state"]], dtype=torch.int64),
+        "python_gauss": torch.tensor([float("nan") if state["python"]["gauss"] is None else state["python"]["gauss"]], dtype=torch.float64),
+    }
+    if "cuda" in state:
+        packed["cuda"] = torch.stack(state["cuda"]).to(torch.int64)
+    return packed
+
+
+def _unpack(packed: dict[str, torch.Tensor]) -> dict:
+    gauss = float(packed["python_gauss"][0])
+    python = packed["python"].tolist()
+    state = {
+        "torch": packed["torch"].to(torch.uint8),
+        "numpy": {"key": packed["numpy_key"], "pos": int(packed["numpy_rest"][0]), "has_gauss": int(packed["numpy_rest"][1]),
+                  "gauss": float(packed["numpy_gauss"][0])},
+        "python": {"version": python[0], "state": python[1:], "gauss": None if gauss != gauss else gauss},
+    }
+    if "cuda" in packed:
+        state["cuda"] = list(packed["cuda"].to(torch.uint8))
+    return state
+
+
+class SlurmRequeue(L.Callback):
+    """On SLURM's warning signal: finish the step, save `checkpoint`, requeue the job, stop.
+
+    SLURM sends the signal before the time limit (`#SBATCH --signal=USR1@90`; submitit's launcher sends
+    USR2) or on preemption (`scancel --signal=USR1 JOBID`). Lightning's own handler saves from inside the signal handler,
+    wherever the step happens to be (between the optimizer step and the progress counters, say),
+    so that checkpoint can be a batch behind; here the handler only raises a flag, all ranks agree
+    on it after a step (a rank that saw the signal late would otherwise wait in the save forever),
+    and the checkpoint is written between steps, at an accumulation boundary. The requeued job gets
+    the same run folder (named after the job) and resumes from the checkpoint. Inactive outside SLURM.
+    """
+
+    def __init__(self, checkpoint: str, signals: tuple[str, ...] = ("SIGUSR1", "SIGUSR2")) -> None:
+        valid = sorted(s.name for s in signal.Signals)
+        unknown = [name for name in signals if name not in valid]
+        if unknown:
+            raise ValueError(f"callbacks.slurm_requeue.signals: {unknown} are not signals; choose from {valid}")
+        self.checkpoint = Path(checkpoint)
+        self.signums = [signal.Signals[name] for name in signals]
+        self.requested = False
+        self.requeued = False
+
+    @staticmethod
+    def active() -> bool:
+        return SLURMEnvironment.detect()
+
+    def _install(self) -> None:
+        # Lightning registers its own handler for this signal just before the run starts; ours replaces it
+        # for the run, and Lightning's teardown puts back whatever was there before the run.
+        if not self.active():
+            return
+        for signum in self.signums:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("received %s: saving a checkpoint after this step, then requeueing", signal.Signals(signum).name)
+        self.requested = True
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not self.active():
+            return
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        else:
+            requested = self.requested
+        if not requested or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        trainer.save_checkpoint(self.checkpoint)
+        trainer.should_stop = True
+        self.requeued = True
+        if trainer.is_global_zero:
+            requeue_job()
+
+
+def slurm_job_id() -> str:
+    """The id `scontrol requeue` takes for this job (array tasks: ARRAYJOB_TASK)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
+def requeue_job() -> None:
+    job = slurm_job_id()
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode:
+        log.error("scontrol requeue %s failed (%s): %s; resubmit the job to resume from the checkpoint", job, result.returncode, result.stderr.strip())
+    else:
+        log.info("requeued SLURM job %s; it resumes from its run folder's last.ckpt", job)
 
 
 class SampleMonitor(L.Callback):

@@ -62,6 +62,8 @@ class LyriaLightningModule(L.LightningModule):
         model_cfg = {k: v for k, v in model.items() if k != "_target_"}
         self.model = LyriaLM(vocab_sizes=vocab_sizes, num_styles=num_styles, pad_id=pad_id, **model_cfg)
         self.training_cfg = training
+        if training.get("compile"):
+            self.model.compile()  # compiles forward in place: parameter names (and checkpoints) stay the same
         # note onsets each id of `note_field` carries (tokenizer.note_counts(): a learned token may hold several)
         self.register_buffer("note_counts", torch.tensor(note_counts or [], dtype=torch.long), persistent=False)
         self.note_field = int(note_field)
@@ -102,8 +104,14 @@ class LyriaLightningModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; lower training.optimizer.lr")
+        finite = bool(torch.isfinite(loss))
+        # every rank must take the same branch: one that raised alone would leave the others waiting in the
+        # gradient all-reduce
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            where = f"{loss.item()} on this rank" if not torch.isfinite(loss) else "finite here but not on another rank"
+            raise FloatingPointError(f"training loss is {where} at step {self.global_step}; lower training.optimizer.lr")
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

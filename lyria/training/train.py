@@ -8,24 +8,27 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lyria.config import ConfigError, TrainSchema, build, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
 from lyria.training.baselines import unigram_log_probs, unigram_loss
-from lyria.training.callbacks import RNGStateCallback
+from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
 from lyria.training.module import LyriaLightningModule
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
+WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 def build_tokenizer_and_data(cfg: DictConfig):
@@ -98,10 +101,49 @@ def _callbacks(cfg: DictConfig, extra: list[L.Callback]) -> list[L.Callback]:
     return callbacks + [RNGStateCallback()] + list(extra)
 
 
-def _logger(cfg: DictConfig):
+def _logger(cfg: DictConfig, output_dir: Path, resuming: bool):
     if not cfg.logger or "_target_" not in cfg.logger:
         return False
-    return build(cfg.logger, "logger")
+    if "id" not in cfg.logger or cfg.logger.id is not None:
+        return build(cfg.logger, "logger")
+    # A logger that names its runs by id (wandb) continues the run it began in this folder.
+    return build(cfg.logger, "logger", id=_run_id(output_dir, resuming))
+
+
+def _run_id(output_dir: Path, resuming: bool) -> str | None:
+    """The id stored in the run folder when resuming; a new one otherwise (written by rank 0 only)."""
+    path = output_dir / WANDB_ID_FILE
+    if resuming and path.is_file():
+        return path.read_text().strip()
+    if rank_zero_only.rank != 0:
+        return None
+    run_id = uuid.uuid4().hex[:12]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    """`ckpt_path` when given; else the run folder's last.ckpt when `auto_resume` (a requeued job finds its own)."""
+    if cfg.ckpt_path is not None:
+        if not Path(cfg.ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} is not a file; give a checkpoint to resume from, or null")
+        return str(cfg.ckpt_path)
+    last = ckpt_dir / "last.ckpt"
+    if cfg.auto_resume and last.is_file():
+        log.info("resuming from %s (found in the run folder; auto_resume=false starts afresh)", last)
+        return str(last)
+    return None
+
+
+def _check_accumulation(trainer: L.Trainer) -> None:
+    """Checkpoints written at validation must fall on whole optimizer steps (gradients are not saved)."""
+    accumulate, interval = trainer.accumulate_grad_batches, trainer.val_check_interval
+    if accumulate > 1 and isinstance(interval, int) and interval % accumulate:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is not a multiple of trainer.accumulate_grad_batches={accumulate}: "
+            "a checkpoint would cut an accumulation in half; make the interval a multiple"
+        )
 
 
 def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,11 +155,16 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_dir = output_dir / CHECKPOINT_DIR
+    ckpt_path = resume_checkpoint(cfg, ckpt_dir)
 
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)
     module = build_module(cfg, tokenizer)
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=_callbacks(cfg, callbacks), logger=_logger(cfg), default_root_dir=str(output_dir))
+    all_callbacks = _callbacks(cfg, callbacks)
+    trainer: L.Trainer = build(
+        cfg.trainer, "trainer", callbacks=all_callbacks, logger=_logger(cfg, output_dir, ckpt_path is not None), default_root_dir=str(output_dir)
+    )
+    _check_accumulation(trainer)
 
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -132,9 +179,13 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
             {k: v for k, v in prepared.report["pieces"].items()},
         )
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if any(isinstance(c, SlurmRequeue) and c.requeued for c in all_callbacks):
+        # the job was requeued: its next run resumes from the checkpoint just written
+        metrics.update({"requeued": True, "global_step": trainer.global_step})
+        return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "tokenizer": tokenizer, "prepared": prepared}
     best = _best_checkpoint(trainer)
     scored = []
     if len(prepared.splits["validation"]) and best is not None and trainer.limit_val_batches != 0:
@@ -143,7 +194,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
         val_loss = float(scored[0]["val/loss"])
         baseline = unigram_loss(
             unigram_log_probs(prepared.splits["train"], datamodule.layout, tokenizer.vocab_sizes),
-            datamodule.val_dataloader(),
+            datamodule.eval_dataloader("validation", sharded=False),
         )
         metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})
         if "val/bits_per_note" in scored[0]:
