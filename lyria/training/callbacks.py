@@ -185,7 +185,11 @@ def slurm_job_id() -> str:
 
 def requeue_job() -> None:
     job = slurm_job_id()
-    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.error("cannot run scontrol requeue %s (%s); resubmit the job to resume from the checkpoint", job, err)
+        return
     if result.returncode:
         log.error("scontrol requeue %s failed (%s): %s; resubmit the job to resume from the checkpoint", job, result.returncode, result.stderr.strip())
     else:

@@ -1,0 +1,60 @@
+"""Exact resume: a run killed (SIGKILL) or requeued by SLURM's signal, then resumed from its run folder's
+last.ckpt, computes bitwise the same per-step losses as an uninterrupted run (CPU, fp32, dropout on,
+stopped mid-epoch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker_support import read_losses, run_worker
+
+STEPS = 12
+COMMON = [
+    "trainer.precision=32", f"trainer.max_steps={STEPS}", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
+    "data.batch_size=4", "model.d_model=64", "model.n_layers=2", "model.d_ff=128", "model.max_seq_len=128",
+    "model.dropout=0.1",
+]
+# What Lightning needs to see a (one-task) SLURM job; `scontrol requeue` of this id fails and is only logged.
+FAKE_SLURM = {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "987654", "SLURM_JOB_NAME": "lyria-test", "SLURM_PROCID": "0",
+              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+
+
+def _assert_mid_epoch(run_dir, global_step):
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == global_step
+    (loader,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]  # the training loader's own state
+    assert 0 < loader["batches_done"] < global_step, loader
+
+
+def _checked(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_killed_and_requeued_runs_resume_bitwise(tmp_path, shared_cache):
+    spec = {"cache": str(shared_cache)}
+    _checked(run_worker(tmp_path, "reference", {**spec, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'reference'}"]}))
+    reference = read_losses(tmp_path, "reference")
+    assert sorted(reference) == list(range(STEPS))
+    assert len({r["hex"] for r in reference.values()}) == STEPS
+
+    # SIGKILL after step 8: the newest checkpoint is the one written at validation after step 5
+    killed = run_worker(tmp_path, "killed", {**spec, "kill_after": 8, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'killed'}"]})
+    assert killed.returncode == -9
+    _assert_mid_epoch(tmp_path / "killed", global_step=6)
+    _checked(run_worker(tmp_path, "killed", {**spec, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'killed'}"]}))
+    resumed = read_losses(tmp_path, "killed")
+    assert {s: resumed[s]["hex"] for s in range(6, STEPS)} == {s: reference[s]["hex"] for s in range(6, STEPS)}
+
+    # SLURM's warning signal in the middle of step 7: checkpoint after that step, requeue, stop
+    signalled = _checked(run_worker(tmp_path, "signalled", {**spec, "signal_at": 7, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'signalled'}"]}, env=FAKE_SLURM))
+    assert '"requeued": true' in signalled.stdout
+    assert max(read_losses(tmp_path, "signalled")) == 7
+    _assert_mid_epoch(tmp_path / "signalled", global_step=8)
+    (tmp_path / "signalled.jsonl.rank0").unlink()
+    _checked(run_worker(tmp_path, "signalled", {**spec, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'signalled'}"]}, env=FAKE_SLURM))
+    requeued = read_losses(tmp_path, "signalled")
+    assert min(requeued) == 8
+    assert {s: requeued[s]["hex"] for s in requeued} == {s: reference[s]["hex"] for s in range(8, STEPS)}
