@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class RNGStateCallback(L.Callback):
 
     States are gathered from all ranks when a checkpoint is written (rank 0 writes it) and restored when
     training starts, after the sanity check and after anything else that ran between loading the
-    checkpoint and the first step. A resume on a different number of ranks is refused rather than
-    silently giving some ranks another rank's state.
+    checkpoint and the first step. A resume on a different number of ranks is warned about.
     """
 
     def __init__(self) -> None:
@@ -79,11 +78,11 @@ class RNGStateCallback(L.Callback):
         ranks = self._pending["ranks"]
         self._pending = None
         if len(ranks) != trainer.world_size:
-            raise RuntimeError(
+            rank_zero_warn(
                 f"the checkpoint holds the RNG states of {len(ranks)} processes but this run has {trainer.world_size}: "
-                "resume with the same number of devices x nodes (or start from its weights with a fresh run)"
+                "the run continues, but not exactly as it would have; resume on as many devices x nodes for that"
             )
-        restore_rng_state(ranks[trainer.global_rank])
+        restore_rng_state(ranks[trainer.global_rank % len(ranks)])
 
 
 def _pack(state: dict) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """The LightningModule: next-token training of LyriaLM with per-token loss, perplexity and accuracy.
 
-Validation and test also report NLL per note and bits per note (summed NLL over the epoch divided by
-the notes the targets hold), the likelihood that compares across tokenizers.
+Validation and test report loss, perplexity and accuracy per token, and NLL per note and bits per note
+(summed NLL divided by the notes the targets hold, the likelihood that compares across tokenizers),
+all from sums over every rank's share of the windows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.aggregation import SumMetric
 
 from lyria.data.datamodule import IGNORE_INDEX
@@ -67,7 +68,8 @@ class LyriaLightningModule(L.LightningModule):
         # note onsets each id of `note_field` carries (tokenizer.note_counts(): a learned token may hold several)
         self.register_buffer("note_counts", torch.tensor(note_counts or [], dtype=torch.long), persistent=False)
         self.note_field = int(note_field)
-        self.eval_nll, self.eval_notes = SumMetric(), SumMetric()
+        # validation / test sums (synchronised across ranks when read), so metrics are global and exact
+        self.eval_sums = nn.ModuleDict({name: SumMetric() for name in ("nll", "tokens", "correct", "notes")})
 
     def forward(self, tokens: Tensor, bar_ids: Tensor | None = None, cond: dict | None = None, cache=None):
         return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
@@ -75,32 +77,43 @@ class LyriaLightningModule(L.LightningModule):
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond={"style": batch["style"]})
         loss, correct, count = token_loss(logits, batch["targets"], batch.get("loss_mask"))
-        n = max(int(count), 1)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
-        self.log(f"{stage}/ppl", torch.exp(loss.detach()), on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
-        self.log(f"{stage}/acc", correct.float() / n, on_step=on_step, on_epoch=not on_step, batch_size=n, sync_dist=not on_step)
-        if stage != "train" and self.note_counts.numel():
+        if stage == "train":
+            # per step, on this rank; no host synchronisation here (the progress bar reads it now and then)
+            rows = batch["tokens"].shape[0]
+            self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+            self.log("train/ppl", torch.exp(loss.detach()), batch_size=rows)
+            self.log("train/acc", correct.float() / count.clamp(min=1), batch_size=rows)
+            return loss
+        sums = self.eval_sums
+        sums["nll"].update(loss.detach() * count)
+        sums["tokens"].update(count)
+        sums["correct"].update(correct)
+        if self.note_counts.numel():
             targets = batch["targets"] if batch["targets"].dim() == 2 else batch["targets"][..., self.note_field]
-            self.eval_nll.update(loss.detach() * count)
-            self.eval_notes.update(self.note_counts[targets[targets != IGNORE_INDEX]].sum())
+            sums["notes"].update(self.note_counts[targets[targets != IGNORE_INDEX]].sum())
         return loss
 
-    def _log_per_note(self, stage: str) -> None:
-        if not self.note_counts.numel():
-            return
-        nll, notes = self.eval_nll.compute(), self.eval_notes.compute()  # summed over ranks
-        self.eval_nll.reset()
-        self.eval_notes.reset()
-        if notes > 0:
-            self.log(f"{stage}/nll_per_note", nll / notes)
-            self.log(f"{stage}/bits_per_note", nll / notes / math.log(2))
+    def _log_eval(self, stage: str) -> None:
+        """Loss, perplexity, accuracy and per-note NLL from sums over every rank's windows (each counted once)."""
+        totals = {name: metric.compute() for name, metric in self.eval_sums.items()}
+        for metric in self.eval_sums.values():
+            metric.reset()
+        if totals["tokens"] > 0:
+            loss = totals["nll"] / totals["tokens"]
+            # the same value on every rank; sync_dist only keeps Lightning from warning about epoch-level logs
+            self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+            self.log(f"{stage}/ppl", torch.exp(loss), sync_dist=True)
+            self.log(f"{stage}/acc", totals["correct"] / totals["tokens"], sync_dist=True)
+        if self.note_counts.numel() and totals["notes"] > 0:
+            per_note = totals["nll"] / totals["notes"]
+            self.log(f"{stage}/nll_per_note", per_note, sync_dist=True)
+            self.log(f"{stage}/bits_per_note", per_note / math.log(2), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_per_note("val")
+        self._log_eval("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_per_note("test")
+        self._log_eval("test")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
