@@ -13,9 +13,10 @@ import torch
 from worker_support import read_losses, run_worker
 
 STEPS = 8
-# Relative tolerance on the per-step training loss: DDP averages the two ranks' per-token means, one
-# process averages over all tokens of the global batch, so the gradients (and later losses) differ slightly.
-LOSS_RTOL = 2e-3
+# Relative tolerance on the per-step training loss. DDP averages the two ranks' per-token mean gradients,
+# one process the mean over all tokens of the global batch: the same when the ranks hold equally many
+# target tokens (full-length crops, as here), otherwise slightly different. Measured: at most 1e-7.
+LOSS_RTOL = 1e-5
 MODEL = ["model.d_model=64", "model.n_layers=2", "model.d_ff=128", "model.max_seq_len=128", "trainer.precision=32",
          f"trainer.max_steps={STEPS}", "trainer.val_check_interval=4", "trainer.limit_val_batches=null"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4"]
@@ -41,7 +42,6 @@ def test_two_process_ddp_matches_one_process(tmp_path, shared_cache):
 
     one, two = _global_losses(tmp_path, "single", 1), _global_losses(tmp_path, "ddp", 2)
     assert sorted(one) == sorted(two) == list(range(STEPS))
-    assert two[0] == pytest.approx(one[0], rel=1e-5)  # same examples, same weights: only summation order differs
     for step in range(STEPS):
         assert two[step] == pytest.approx(one[step], rel=LOSS_RTOL), step
     assert ddp["global_step"] == single["global_step"] == STEPS
