@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= outputs/make_run
 
-.PHONY: run test test-fast bench clean-cache system-deps
+.PHONY: run test test-fast bench clean-cache system-deps slurm-up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,11 +24,15 @@ run: $(STAMP)
 	$(BIN)/lyria-evaluate generated=$(RUN_DIR)/samples hydra.run.dir=$(RUN_DIR)/evaluation
 
 # Debian packages the tests use (scripts/system-packages.txt: chromium for the leaderboard page, FluidSynth and
-# its GM SoundFont for audio); tests that need one skip where it is absent.
+# its GM SoundFont for audio, slurm-wlm and munge for the cluster tests); tests that need one skip where it is absent.
 system-deps:
 	scripts/install_system_deps.sh
 
-test: $(STAMP) system-deps
+# A one-node SLURM on this machine for tests/test_slurm.py (needs root; the tests say so when it is missing).
+slurm-up: system-deps
+	-scripts/slurm_local.sh start
+
+test: $(STAMP) system-deps slurm-up
 	$(BIN)/python -m pytest -n 2 --timeout=900
 
 test-fast: $(STAMP) system-deps

@@ -117,6 +117,13 @@ class LyriaLightningModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
+        # Read on the host only as often as the trainer logs (no per-step synchronisation with a GPU). A NaN
+        # spreads to every rank through the gradient all-reduce, and all ranks check at the same steps.
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self._stop_if_not_finite(loss)
+        return loss
+
+    def _stop_if_not_finite(self, loss: Tensor) -> None:
         finite = bool(torch.isfinite(loss))
         # every rank must take the same branch: one that raised alone would leave the others waiting in the
         # gradient all-reduce
@@ -124,8 +131,10 @@ class LyriaLightningModule(L.LightningModule):
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if not finite:
             where = f"{loss.item()} on this rank" if not torch.isfinite(loss) else "finite here but not on another rank"
-            raise FloatingPointError(f"training loss is {where} at step {self.global_step}; lower training.optimizer.lr")
-        return loss
+            raise FloatingPointError(
+                f"training loss is {where} at step {self.global_step} (checked every trainer.log_every_n_steps="
+                f"{self.trainer.log_every_n_steps} steps); lower training.optimizer.lr"
+            )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -64,5 +64,5 @@ def test_non_finite_loss_on_one_rank_stops_both(tmp_path, shared_cache):
     result = run_worker(tmp_path, "nan", {"cache": str(shared_cache), "nan_on_rank": [1, 2],
                                           "overrides": MODEL + DDP + [f"paths.output_dir={tmp_path / 'nan'}"]}, timeout=300)
     assert result.returncode != 0
-    assert "training loss is nan on this rank at step 2" in result.stderr
-    assert "training loss is finite here but not on another rank at step 2" in result.stderr
+    assert "training loss is nan on this rank at step 2 " in result.stderr
+    assert "training loss is finite here but not on another rank at step 2 " in result.stderr

@@ -1,0 +1,298 @@
+"""Training throughput: Lightning loop vs a plain PyTorch loop, MFU of lm_base beside Hugging Face GPT-2,
+2-process DDP vs 1 process. Writes benchmarks/results/train_throughput.{json,md}.
+
+All figures are ratios measured in this one run on this CPU:
+- Lightning vs plain loop: lm_small (the quickstart shape), the same model, batches, fused AdamW, clipping
+  and schedule, fp32; tokens/s of each, best of alternating rounds.
+- MFU: training FLOP/s of lm_base at sequence 1024, batch 8, as a share of the peak matmul FLOP/s measured
+  here (2048^3, all threads), in fp32 and, where the CPU computes bf16 natively, in bf16-mixed against the
+  bf16 peak. FLOPs per token follow the PaLM convention: 6 x (matmul weights) + 12 x layers x d_model x
+  sequence. Hugging Face GPT-2 of the same dimensions and dropout is measured the same way beside it.
+- DDP: Lightning on CPU (gloo) with 2 processes of 1 thread each vs 1 process of 2 threads, same global batch.
+Usage: PYTHONPATH=. python benchmarks/train_throughput.py [--mfu-steps 3] [--loop-steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lyria.cli import CONF_DIR
+from lyria.config import build
+from lyria.models.lm import build_model
+from lyria.training.module import LyriaLightningModule, token_loss
+from lyria.training.optim import build_optimizer, warmup_cosine
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MFU_SHAPE = {"model": "lm_base", "seq_len": 1024, "batch": 8}
+LOOP_SHAPE = {"model": "lm_small", "seq_len": 256, "batch": 16}
+TARGETS = {"lightning_vs_plain": 0.95, "mfu_fp32": 0.60, "mfu_bf16": 0.40}
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def bf16_native() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def peak_matmul(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
+    """Best FLOP/s of an n^3 matmul over a few tries (the machine may be shared: the best is the peak)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def model_config(name: str, seq_len: int):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={name}", f"model.max_seq_len={seq_len}"])
+    return cfg
+
+
+def lyria_model(cfg):
+    tokenizer = build(cfg.tokenizer, "tokenizer")
+    return build_model(cfg.model, tokenizer), tokenizer
+
+
+def gpt2_like(model_cfg, vocab_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=model_cfg.max_seq_len, n_embd=model_cfg.d_model, n_layer=model_cfg.n_layers,
+        n_head=model_cfg.n_heads, n_inner=model_cfg.d_ff, resid_pdrop=model_cfg.dropout, embd_pdrop=model_cfg.dropout,
+        attn_pdrop=model_cfg.dropout, bos_token_id=None, eos_token_id=None, attn_implementation="sdpa",
+    )
+    return GPT2LMHeadModel(config)
+
+
+def flops_per_token(model_cfg, vocab_size: int, seq_len: int) -> float:
+    d, layers = model_cfg.d_model, model_cfg.n_layers
+    matmul_weights = layers * (4 * d * d + 2 * d * model_cfg.d_ff) + d * vocab_size
+    return 6 * matmul_weights + 12 * layers * d * seq_len
+
+
+def random_batches(tokenizer, count: int, batch: int, seq_len: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(tokenizer.num_special, tokenizer.vocab_size, (batch, seq_len + 1), generator=generator)
+        out.append({"tokens": ids[:, :-1], "targets": ids[:, 1:].clone(), "bar_ids": torch.zeros(batch, seq_len, dtype=torch.long),
+                    "style": torch.zeros(batch, dtype=torch.long)})
+    return out
+
+
+def plain_steps(loss_of, model, batches, bf16: bool, warmup: int = 1) -> float:
+    """Seconds per step (best after warm-up) of forward, backward, clipping and a fused AdamW step."""
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, 10, 1000, 0.1))
+    model.train()
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        times.append(time.perf_counter() - start)
+    return min(times[warmup:])
+
+
+def lyria_loss(model, batch):
+    logits, _ = model(batch["tokens"], bar_ids=batch["bar_ids"], cond={"style": batch["style"]})
+    return token_loss(logits, batch["targets"])[0]
+
+
+def gpt2_loss(model, batch):
+    return model(input_ids=batch["tokens"], labels=batch["tokens"]).loss
+
+
+def measure_mfu(steps: int) -> dict:
+    cfg = model_config(MFU_SHAPE["model"], MFU_SHAPE["seq_len"])
+    tokens = MFU_SHAPE["seq_len"] * MFU_SHAPE["batch"]
+    rows = {}
+    precisions = [("fp32", torch.float32)] + ([("bf16-mixed", torch.bfloat16)] if bf16_native() else [])
+    for precision, dtype in precisions:
+        for name in ("lyria", "hf_gpt2"):
+            torch.manual_seed(0)
+            model, tokenizer = lyria_model(cfg)
+            if name == "hf_gpt2":
+                model = gpt2_like(cfg.model, tokenizer.vocab_size)
+            batches = random_batches(tokenizer, steps + 1, MFU_SHAPE["batch"], MFU_SHAPE["seq_len"])
+            peak = peak_matmul(dtype)
+            seconds = plain_steps(lyria_loss if name == "lyria" else gpt2_loss, model, batches, bf16=dtype == torch.bfloat16)
+            peak = max(peak, peak_matmul(dtype))
+            flops = flops_per_token(cfg.model, tokenizer.vocab_size, MFU_SHAPE["seq_len"]) * tokens
+            rows[f"{name}/{precision}"] = {
+                "seconds_per_step": seconds, "tokens_per_s": tokens / seconds, "achieved_gflops": flops / seconds / 1e9,
+                "peak_matmul_gflops": peak / 1e9, "mfu": flops / seconds / peak,
+            }
+            print(f"{name} {precision}: {seconds:.2f} s/step, MFU {rows[f'{name}/{precision}']['mfu']:.1%}", flush=True)
+            del model
+    summary = {}
+    for precision, _ in precisions:
+        summary[precision] = {
+            "lyria_mfu": rows[f"lyria/{precision}"]["mfu"], "hf_gpt2_mfu": rows[f"hf_gpt2/{precision}"]["mfu"],
+            "lyria_over_hf": rows[f"hf_gpt2/{precision}"]["seconds_per_step"] / rows[f"lyria/{precision}"]["seconds_per_step"],
+        }
+    return {"shape": MFU_SHAPE | {"d_model": cfg.model.d_model, "n_layers": cfg.model.n_layers, "dropout": cfg.model.dropout},
+            "flops_convention": "PaLM: 6 x matmul weights + 12 x layers x d_model x seq per token", "runs": rows, "summary": summary}
+
+
+class _StepTimer(L.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self._start = warmup, [], 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+
+def lightning_module(cfg, tokenizer) -> LyriaLightningModule:
+    training = OmegaConf.to_container(cfg.training, resolve=True) | {"warmup_steps": 10, "total_steps": 1000}
+    training["optimizer"]["lr"] = 1e-4
+    return LyriaLightningModule(OmegaConf.to_container(cfg.model, resolve=True), training, tokenizer.vocab_sizes,
+                                tokenizer.num_style_slots, tokenizer.pad_id)
+
+
+def lightning_steps(cfg, tokenizer, batches, warmup: int = 2, **trainer_options) -> float:
+    """Mean seconds per step (after warm-up) of Trainer.fit over the same batches."""
+    torch.manual_seed(0)
+    module = lightning_module(cfg, tokenizer)
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=len(batches), precision="32", gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        use_distributed_sampler=False, callbacks=[timer], **trainer_options,
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return sum(timer.times) / len(timer.times)
+
+
+def measure_loop(steps: int, rounds: int = 2) -> dict:
+    cfg = model_config(LOOP_SHAPE["model"], LOOP_SHAPE["seq_len"])
+    _, tokenizer = lyria_model(cfg)
+    batches = random_batches(tokenizer, steps, LOOP_SHAPE["batch"], LOOP_SHAPE["seq_len"])
+    plain, lightning = [], []
+    for _ in range(rounds):  # alternate, so both see the same share of the machine's load
+        torch.manual_seed(0)
+        module = lightning_module(cfg, tokenizer)
+        times = []
+        model = module.model
+        optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, 10, 1000, 0.1))
+        for i, batch in enumerate(batches):
+            start = time.perf_counter()
+            loss = lyria_loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        plain.append(sum(times) / len(times))
+        lightning.append(lightning_steps(cfg, tokenizer, batches))
+    tokens = LOOP_SHAPE["seq_len"] * LOOP_SHAPE["batch"]
+    result = {"plain_tokens_per_s": tokens / min(plain), "lightning_tokens_per_s": tokens / min(lightning)}
+    result["lightning_over_plain"] = result["lightning_tokens_per_s"] / result["plain_tokens_per_s"]
+    print(f"Lightning vs plain loop: {result['lightning_over_plain']:.3f}", flush=True)
+    return {"shape": LOOP_SHAPE, "steps": steps, **result}
+
+
+def ddp_worker(devices: int, steps: int, out: str) -> None:
+    """One DDP measurement (Lightning re-runs this command for the other ranks)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // devices))
+    cfg = model_config(LOOP_SHAPE["model"], LOOP_SHAPE["seq_len"])
+    _, tokenizer = lyria_model(cfg)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    per_rank = LOOP_SHAPE["batch"] // devices
+    batches = [{k: v[rank * per_rank:(rank + 1) * per_rank] for k, v in b.items()}
+               for b in random_batches(tokenizer, steps, LOOP_SHAPE["batch"], LOOP_SHAPE["seq_len"])]
+    options = {"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+    seconds = lightning_steps(cfg, tokenizer, batches, **options)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"seconds_per_step": seconds}))
+
+
+def measure_ddp(steps: int) -> dict:
+    result = {}
+    for devices in (1, 2):
+        out = RESULTS / f"ddp_{devices}.tmp"
+        subprocess.run([sys.executable, __file__, "--ddp-worker", str(devices), "--loop-steps", str(steps), "--out", str(out)],
+                       check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        seconds = json.loads(out.read_text())["seconds_per_step"]
+        out.unlink()
+        result[f"{devices}_process_tokens_per_s"] = LOOP_SHAPE["seq_len"] * LOOP_SHAPE["batch"] / seconds
+    result["ddp2_over_single"] = result["2_process_tokens_per_s"] / result["1_process_tokens_per_s"]
+    print(f"DDP 2 processes vs 1: {result['ddp2_over_single']:.3f}", flush=True)
+    return {"shape": LOOP_SHAPE, "global_batch": LOOP_SHAPE["batch"], **result}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Training throughput ({report['cpu']}, {report['threads']} threads; shared machine)", "",
+             "| measure | value | target |", "|---|---|---|",
+             f"| Lightning loop / plain PyTorch loop (tokens/s) | {report['loop']['lightning_over_plain']:.3f} | >= {TARGETS['lightning_vs_plain']} |"]
+    for precision, row in report["mfu"]["summary"].items():
+        target = TARGETS["mfu_fp32" if precision == "fp32" else "mfu_bf16"]
+        lines.append(f"| MFU lm_base {precision} (seq 1024, batch 8) | {row['lyria_mfu']:.1%} (HF GPT-2: {row['hf_gpt2_mfu']:.1%}, "
+                     f"lyria/HF speed {row['lyria_over_hf']:.2f}) | >= {target:.0%} |")
+    lines.append(f"| DDP 2 processes / 1 process (tokens/s) | {report['ddp']['ddp2_over_single']:.3f} | reported |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mfu-steps", type=int, default=3, help="lm_base steps per model and precision (the first is warm-up)")
+    parser.add_argument("--loop-steps", type=int, default=20, help="lm_small steps per loop measurement")
+    parser.add_argument("--ddp-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ddp_worker is not None:
+        ddp_worker(args.ddp_worker, args.loop_steps, args.out)
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "bf16_native": bf16_native(), "torch": torch.__version__,
+              "note": "ratios measured in one run; absolute figures depend on the machine's load",
+              "loop": measure_loop(args.loop_steps), "ddp": measure_ddp(args.loop_steps), "mfu": measure_mfu(args.mfu_steps)}
+    report["targets"] = TARGETS
+    report["met"] = {
+        "lightning_vs_plain": report["loop"]["lightning_over_plain"] >= TARGETS["lightning_vs_plain"],
+        "mfu_fp32": report["mfu"]["summary"]["fp32"]["lyria_mfu"] >= TARGETS["mfu_fp32"],
+    }
+    if "bf16-mixed" in report["mfu"]["summary"]:
+        report["met"]["mfu_bf16"] = report["mfu"]["summary"]["bf16-mixed"]["lyria_mfu"] >= TARGETS["mfu_bf16"]
+    (RESULTS / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "train_throughput.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
