@@ -58,3 +58,22 @@ def test_killed_and_requeued_runs_resume_bitwise(tmp_path, shared_cache):
     requeued = read_losses(tmp_path, "signalled")
     assert min(requeued) == 8
     assert {s: requeued[s]["hex"] for s in requeued} == {s: reference[s]["hex"] for s in range(8, STEPS)}
+
+
+@pytest.mark.slow
+def test_signal_inside_a_gradient_accumulation_checkpoints_at_its_end(tmp_path, shared_cache):
+    accumulate = COMMON + ["trainer.accumulate_grad_batches=2", "trainer.val_check_interval=4", "trainer.max_steps=6"]
+    spec = {"cache": str(shared_cache)}
+    _checked(run_worker(tmp_path, "reference", {**spec, "overrides": accumulate + [f"paths.output_dir={tmp_path / 'reference'}"]}))
+    reference = read_losses(tmp_path, "reference", key="batch")
+    # 5 batches an epoch: optimizer steps take batches (0, 1), (2, 3), (4) of each epoch
+    assert len(reference) == 10
+    # the signal arrives in batch 1:0, the first of step 3's pair: the checkpoint waits for batch 1:1
+    run = {**spec, "overrides": accumulate + [f"paths.output_dir={tmp_path / 'signalled'}"]}
+    _checked(run_worker(tmp_path, "signalled", {**run, "signal_at": 3}, env=FAKE_SLURM))
+    assert torch.load(tmp_path / "signalled" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    (tmp_path / "signalled.jsonl.rank0").unlink()
+    _checked(run_worker(tmp_path, "signalled", run, env=FAKE_SLURM))
+    resumed = read_losses(tmp_path, "signalled", key="batch")
+    assert sorted(resumed) == ["1:2", "1:3", "1:4"]
+    assert {b: r["hex"] for b, r in resumed.items()} == {b: reference[b]["hex"] for b in resumed}

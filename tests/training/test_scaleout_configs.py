@@ -152,3 +152,15 @@ def test_rng_state_survives_packing_for_all_gather():
     restore_rng_state(_unpack(packed))
     again = (torch.rand(3), np.random.rand(3), random.random(), random.gauss(0, 1))
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2:] == again[2:]
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_keeps_plain_parameter_names(compose_train, one_thread):
+    from lyria.training.train import train
+
+    metrics, objects = train(compose_train("training.compile=true", "trainer.precision=32", "trainer.max_steps=2",
+                                           "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null"))
+    assert metrics["global_step"] == 2
+    assert objects["module"].model._compiled_call_impl is not None  # nn.Module.compile() took effect
+    state = torch.load(objects["paths"]["last_checkpoint"], weights_only=True)
+    assert not any("_orig_mod" in name for name in state["state_dict"])

@@ -3,8 +3,8 @@
     python train_worker.py SPEC.json
 
 SPEC: {"cache": DIR, "overrides": [...], "losses": FILE, "kill_after": STEP, "signal_at": STEP,
-"nan_on_rank": [RANK, STEP]}. Each rank appends one JSON line per step to LOSSES.rank<R>: the step,
-the loss as hex (bitwise comparison), and the number of target tokens. Lightning's DDP launcher
+"nan_on_rank": [RANK, STEP]}. Each rank appends one JSON line per batch to LOSSES.rank<R>: the step, the
+batch (epoch:index), the loss as hex (bitwise comparison), and the number of target tokens. Lightning's DDP launcher
 starts the other ranks by running this same command again.
 """
 
@@ -42,7 +42,8 @@ class StepProbe(L.Callback):
         loss = float(outputs["loss"])
         tokens = int((batch["targets"][..., 0] if batch["targets"].dim() == 3 else batch["targets"]).ne(IGNORE_INDEX).sum())
         with open(f"{self.spec['losses']}.rank{trainer.global_rank}", "a") as out:
-            out.write(json.dumps({"step": trainer.global_step - 1, "loss": loss.hex(), "tokens": tokens}) + "\n")
+            row = {"step": trainer.global_step - 1, "batch": f"{trainer.current_epoch}:{batch_idx}", "loss": loss.hex(), "tokens": tokens}
+            out.write(json.dumps(row) + "\n")
         if self.spec.get("kill_after") == trainer.global_step - 1:
             os.kill(os.getpid(), signal.SIGKILL)
 

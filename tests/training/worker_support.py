@@ -19,8 +19,8 @@ def run_worker(tmp_path: Path, name: str, spec: dict, env: dict | None = None, t
     return subprocess.run([sys.executable, str(WORKER), str(spec_file)], env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def read_losses(tmp_path: Path, name: str, rank: int = 0) -> dict[int, dict]:
-    """{step: {"loss": float, "hex": str, "tokens": int}}; a later line for the same step wins."""
+def read_losses(tmp_path: Path, name: str, rank: int = 0, key: str = "step") -> dict:
+    """{step (or "epoch:batch"): {"loss": float, "hex": str, "tokens": int}}; a later line for the same key wins."""
     path = tmp_path / f"{name}.jsonl.rank{rank}"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return {r["step"]: {"loss": float.fromhex(r["loss"]), "hex": r["loss"], "tokens": r["tokens"]} for r in rows}
+    return {r[key]: {"loss": float.fromhex(r["loss"]), "hex": r["loss"], "tokens": r["tokens"]} for r in rows}
