@@ -2,7 +2,7 @@
 2-process DDP vs 1 process. Writes benchmarks/results/train_throughput.{json,md}.
 
 All figures are ratios measured in this one run on this CPU:
-- Lightning vs plain loop: lm_small (the quickstart shape), the same model, batches, fused AdamW, clipping
+- Lightning vs plain loop: lm_small (the quickstart shape), the same model, batches, AdamW, clipping
   and schedule, fp32; tokens/s of each, best of alternating rounds.
 - MFU: training FLOP/s of lm_base at sequence 1024, batch 8, as a share of the peak matmul FLOP/s measured
   here (2048^3, all threads), in fp32 and, where the CPU computes bf16 natively, in bf16-mixed against the
@@ -104,7 +104,7 @@ def random_batches(tokenizer, count: int, batch: int, seq_len: int, seed: int = 
 
 
 def plain_steps(loss_of, model, batches, bf16: bool, warmup: int = 1) -> float:
-    """Seconds per step (best after warm-up) of forward, backward, clipping and a fused AdamW step."""
+    """Seconds per step (best after warm-up) of forward, backward, clipping and an AdamW step."""
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, 10, 1000, 0.1))
     model.train()

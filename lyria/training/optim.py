@@ -32,7 +32,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8):
-    """AdamW, fused (one kernel for all parameters) on the CPU and CUDA devices where torch has that kernel."""
-    devices = {p.device.type for p in model.parameters()}
-    fused = devices <= {"cpu", "cuda"}
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    # torch's multi-tensor (foreach) AdamW: the fused one unscales gradients itself, which Lightning's
+    # mixed-precision plugins refuse together with gradient clipping
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
