@@ -62,7 +62,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, shared_cache):
 @pytest.mark.slow
 def test_non_finite_loss_on_one_rank_stops_both(tmp_path, shared_cache):
     result = run_worker(tmp_path, "nan", {"cache": str(shared_cache), "nan_on_rank": [1, 2],
-                                          "overrides": MODEL + DDP + [f"paths.output_dir={tmp_path / 'nan'}"]}, timeout=300)
+                                          "overrides": MODEL + DDP + ["trainer.log_every_n_steps=1", f"paths.output_dir={tmp_path / 'nan'}"]},
+                        timeout=300)
     assert result.returncode != 0
     assert "training loss is nan on this rank at step 2 " in result.stderr
     assert "training loss is finite here but not on another rank at step 2 " in result.stderr
