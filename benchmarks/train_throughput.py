@@ -3,7 +3,7 @@
 
 All figures are ratios measured in this one run on this CPU:
 - Lightning vs plain loop: lm_small (the quickstart shape), the same model, batches, AdamW, clipping
-  and schedule, fp32; tokens/s of each, best of alternating rounds.
+  and schedule, fp32; tokens/s of each from its fastest step, over alternating rounds.
 - MFU: training FLOP/s of lm_base at sequence 1024, batch 8, as a share of the peak matmul FLOP/s measured
   here (2048^3, all threads), in fp32 and, where the CPU computes bf16 natively, in bf16-mixed against the
   bf16 peak. FLOPs per token follow the PaLM convention: 6 x (matmul weights) + 12 x layers x d_model x
