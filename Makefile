@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_prep.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/synth.py
+	PYTHONPATH=. $(BIN)/python benchmarks/train_throughput.py
 
 clean-cache:
 	rm -rf .cache/lyria
