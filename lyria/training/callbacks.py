@@ -75,7 +75,8 @@ class RNGStateCallback(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is None:
             return
-        ranks = self._pending["ranks"]
+        # checkpoints from before per-rank states hold one state, not a list
+        ranks = self._pending["ranks"] if "ranks" in self._pending else [self._pending]
         self._pending = None
         if len(ranks) != trainer.world_size:
             rank_zero_warn(

@@ -164,3 +164,18 @@ def test_compiled_model_trains_and_keeps_plain_parameter_names(compose_train, on
     assert objects["module"].model._compiled_call_impl is not None  # nn.Module.compile() took effect
     state = torch.load(objects["paths"]["last_checkpoint"], weights_only=True)
     assert not any("_orig_mod" in name for name in state["state_dict"])
+
+
+def test_rng_states_of_every_rank_and_of_older_single_state_checkpoints_are_restored():
+    from lyria.training.callbacks import RNGStateCallback
+
+    torch.manual_seed(11)
+    saved = capture_rng_state()
+    expected = torch.rand(2)
+    trainer = type("Trainer", (), {"world_size": 2, "global_rank": 1})()
+    for state in ({"ranks": [capture_rng_state(), saved]}, saved):  # rank 1 takes its own; an old checkpoint's one state
+        callback = RNGStateCallback()
+        callback.load_state_dict(state)
+        torch.manual_seed(0)
+        callback.on_train_start(trainer if "ranks" in state else type("Trainer", (), {"world_size": 1, "global_rank": 0})(), None)
+        assert torch.equal(torch.rand(2), expected)
