@@ -64,7 +64,9 @@ def read_index(folder: Path) -> dict[str, Any] | None:
 def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
     """One entry per sample file: index.json's, or every MIDI file of the folder.
 
-    Only `file` is required; `style` is read when present. A sample that continues a real piece gets
+    Only the MIDI file is required (`file`, or `files.midi` as lyria-generate writes it); samples written
+    without MIDI (`render.formats` without `midi`) cannot be evaluated and are an error naming them.
+    `style` is read when present. A sample that continues a real piece gets
     `ground_truth` (the prompt file) and `prompt_bars`; one that fills bars of a real piece, `ground_truth`
     (the infill file) and `infill_bars` ([first, end), 0-based), from the sample's own fields or else from
     index.json's `settings` (lyria-generate's `prompt` / `prompt_bars`, `infill` / `bars`).
@@ -74,9 +76,16 @@ def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
     settings = index.get("settings") or {}
     entries = []
     for position, sample in enumerate(index.get("samples", [])):
-        if not isinstance(sample, dict) or not sample.get("file"):
-            raise ValueError(f"{folder / INDEX_FILE}: samples[{position}] has no 'file'")
-        entry = dict(sample)
+        if not isinstance(sample, dict):
+            raise ValueError(f"{folder / INDEX_FILE}: samples[{position}] is not an object")
+        files = sample.get("files") if isinstance(sample.get("files"), dict) else {}
+        midi = sample.get("file") or files.get("midi")
+        if not midi:
+            raise ValueError(
+                f"{folder / INDEX_FILE}: samples[{position}] has no MIDI file ('file' or 'files.midi'); "
+                "write samples with render.formats including midi to evaluate them"
+            )
+        entry = {**sample, "file": midi}
         if entry.get("infill_bars") is None and settings.get("infill") and settings.get("bars"):
             entry["ground_truth"], entry["infill_bars"] = settings["infill"], list(parse_bars(settings["bars"]))
         elif entry.get("infill_bars") is not None:

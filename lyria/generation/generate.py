@@ -102,6 +102,8 @@ def _render(pieces: list[Piece], out_dir: Path, renderers: Mapping[str, Renderer
             stems = [out_dir / f"sample_{piece.index:03d}" for _, piece in batch]
             for (entry, _), rendered in zip(batch, render_batch([piece.score for _, piece in batch], stems, renderers)):
                 entry["files"] = {name: path.name for name, path in rendered.files.items()}
+                if "midi" in entry["files"]:
+                    entry["file"] = entry["files"]["midi"]  # the sample's MIDI file, which lyria-evaluate reads
                 if rendered.failures:
                     entry["render_failures"] = rendered.failures
                 samples.append(entry)

@@ -77,7 +77,7 @@ def write_samples(
     for i, piece in enumerate(pieces):
         name = f"sample_{i:03d}.mid"
         score_from_notes(piece).dump_midi(str(folder / name))
-        entry = {"index": i, "file": name, "n_tokens": 100, "stop_reason": "eos", "future_field": {"x": 1}}
+        entry = {"index": i, "files": {"midi": name}, "n_tokens": 100, "stop_reason": "eos", "future_field": {"x": 1}}
         if styles is not None:
             entry["style"] = styles[i]
         samples.append(entry)
