@@ -281,6 +281,10 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
     lines.append(
         f"pieces: {report['pieces']}, skipped: {report['skipped_count']}, duplicates removed: {report['duplicates_removed']}"
     )
+    if "notes" in report:
+        notes = report["notes"]
+        lost = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in notes["lost"].items() if v) or "none"
+        lines.append(f"notes: {notes['in']} in, {notes['out']} in the tokens; lost or changed: {lost} (per style in the data report)")
     lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
     text = "\n".join(lines) + "\n"
     (output_dir / "summary.txt").write_text(text)
