@@ -1,6 +1,7 @@
 # Set-up happens on demand: every target that needs the project depends on the install stamp,
 # which is rebuilt only when pyproject.toml changes.
-PYTHON ?= python3.11
+# The first of python3.11, python3.12, python3.13 on the PATH (the versions the pinned stack installs on), else python3.
+PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.13,$(if $(shell command -v $(p) 2>/dev/null),$(p))) python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -9,7 +10,9 @@ RUN_DIR ?= outputs/make_run
 .PHONY: run test test-fast bench clean-cache system-deps slurm-up
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' || { \
+		echo "lyria needs Python 3.11, 3.12 or 3.13; $(PYTHON) is $$($(PYTHON) --version 2>&1). Run: make PYTHON=/path/to/python3.12 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python

@@ -202,6 +202,7 @@ class TrainingSchema:
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     warmup_steps: int = 100
     total_steps: Optional[int] = None
+    time_budget_s: Optional[float] = None
     min_lr_ratio: float = 0.1
     infilling_rate: float = 0.0
     infilling_max_bars: int = 8

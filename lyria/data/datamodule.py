@@ -184,8 +184,32 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(state["epoch"], state["batches_done"] * self.batch_size)
 
 
+def crop_windows(bars: np.ndarray, max_len: int) -> np.ndarray:
+    """The (begin, end) token ranges a training crop of a framed piece (bar id per token) may take, each equally
+    likely, so that every target position of the piece, EOS included, is covered by about the same share of
+    crops (the old bar-aligned crops never reached the last bars or EOS of a piece longer than the context):
+
+    - from every bar start, `max_len` tokens or up to the piece's end (the last bars' crops end with EOS and
+      are shorter; collate pads them);
+    - from BOS up to each bar start closer to it than `max_len - 1` tokens (the opening gets the coverage the
+      middle gets from crops that begin before a position);
+    - starts every `max_len - 1` tokens inside a stretch longer than that without a bar start.
+    """
+    length, step = len(bars), max_len - 1
+    starts = np.flatnonzero(np.diff(bars, prepend=-1) != 0)
+    starts = starts[starts < length - 1]  # a crop from the last token would have no target
+    edges = np.append(starts, length - 1)
+    extra = [np.arange(a + step, b, step) for a, b in zip(edges[:-1], edges[1:]) if b - a > step]
+    if extra:
+        starts = np.unique(np.concatenate([starts, *extra]))
+    heads = starts[(starts > 0) & (starts < step)]
+    begins = np.concatenate([starts, np.zeros(len(heads), dtype=starts.dtype)])
+    ends = np.concatenate([np.minimum(starts + max_len, length), heads + 1])
+    return np.stack([begins, ends], axis=1)
+
+
 class TrainCrops(Dataset):
-    """A random window of `max_len` tokens (starting at a bar) from a piece, randomly transposed."""
+    """A random window of up to `max_len` tokens (see `crop_windows`) of a piece, randomly transposed."""
 
     def __init__(
         self,
@@ -229,10 +253,9 @@ class TrainCrops(Dataset):
         rng = np.random.default_rng([self.seed, epoch, position])
         ids, bars = self.layout.frame(np.asarray(self.ids[index]), np.asarray(self.bar_ids[index]), self.style_ids[index])
         if len(ids) > self.max_len:
-            starts = np.flatnonzero(np.diff(bars, prepend=-1) != 0)
-            starts = starts[starts <= len(ids) - self.max_len] if (starts <= len(ids) - self.max_len).any() else np.array([0])
-            begin = int(rng.choice(starts))
-            ids, bars = ids[begin : begin + self.max_len], bars[begin : begin + self.max_len]
+            windows = crop_windows(bars, self.max_len)
+            begin, end = (int(v) for v in windows[rng.integers(len(windows))])
+            ids, bars = ids[begin:end], bars[begin:end]
         lo, hi = self.transpose_range
         if (lo, hi) != (0, 0):
             shift = int(rng.integers(lo, hi + 1))

@@ -30,12 +30,16 @@ from lyria.data.isolated import isolated_map
 from lyria.data.notes import notes_from_score
 from lyria.data.sources import PieceRef
 from lyria.tokenizers import LyriaTokenizer
+from lyria.tokenizers.base import NOTE_LOSS_REASONS
+
+# the reasons that remove notes (the others change a note, or count tempo events)
+NOTES_REMOVED = ("drums_dropped", "pitch_out_of_range")
 from lyria.tokenizers.learned import learn_or_load
 
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 1
-DATASET_VERSION = 3  # rows keep score_path (relative to data.cache_dir)
+DATASET_VERSION = 4  # rows keep score_path (relative to data.cache_dir), notes in / out and the reasons notes were lost
 SPLITS = ("train", "validation", "test")
 
 
@@ -180,15 +184,23 @@ class _Encoder:
 
     def __init__(self, tokenizer: LyriaTokenizer) -> None:
         self.tokenizer = tokenizer
+        self.note_counts = tokenizer.note_counts()
 
     def __call__(self, row: dict) -> dict:
+        none = {"notes_in": 0, "notes_out": 0, "note_losses": dict.fromkeys(NOTE_LOSS_REASONS, 0)}
         try:
-            seq = self.tokenizer.encode(Score(row["score_path"]))
+            score = Score(row["score_path"])
+            seq = self.tokenizer.encode(score)
             if len(seq) == 0:
                 raise ValueError("encodes to zero tokens")
-            return {"ids": seq.ids.tolist(), "bar_ids": seq.bar_ids.tolist(), "error": "", "n_tokens": len(seq)}
+            notes = {
+                "notes_in": int(score.note_num()),
+                "notes_out": self.tokenizer.notes_in_ids(seq.ids, self.note_counts),
+                "note_losses": self.tokenizer.note_losses(score),
+            }
+            return {"ids": seq.ids.tolist(), "bar_ids": seq.bar_ids.tolist(), "error": "", "n_tokens": len(seq), **notes}
         except Exception as err:  # a piece MidiTok rejects is skipped and reported, never fatal
-            return {"ids": [], "bar_ids": [], "error": f"{type(err).__name__}: {err}", "n_tokens": 0}
+            return {"ids": [], "bar_ids": [], "error": f"{type(err).__name__}: {err}", "n_tokens": 0, **none}
 
 
 def prepare_data(
@@ -211,14 +223,19 @@ def prepare_data(
     with _locked(cache_dir / ".lock"):
         started = time.perf_counter()
         refs = source.pieces(max_pieces_per_style)
+        # pieces the source itself set aside (e.g. a style not in data.source.styles), counted as skips
+        listed_skips = list(getattr(source, "skipped", []) or [])
         if not refs:
-            raise NoUsablePiecesError(f"{source.name}: no pieces found")
+            raise NoUsablePiecesError(
+                f"{source.name}: no pieces found" + (f" ({len(listed_skips)} skipped: {listed_skips[0]['reason']})" if listed_skips else "")
+            )
         key = _digest(
             [
                 DATASET_VERSION,
                 sorted((r.piece_id, _score_key(r)) for r in refs),
                 tokenizer.settings(),
                 tokenizer.styles,
+                sorted(skip["piece_id"] for skip in listed_skips),
                 val_fraction,
                 test_fraction,
                 split_salt,
@@ -236,6 +253,7 @@ def prepare_data(
             return PreparedData(splits, report, report_path, token_dir, list(tokenizer.styles))
 
         converted, skipped = convert_pieces(refs, cache_dir, num_proc, parse_timeout_s)
+        skipped = listed_skips + skipped
         kept, duplicates = dedupe_and_split(converted, val_fraction, test_fraction, split_salt)
         if not kept:
             raise NoUsablePiecesError(
@@ -296,15 +314,28 @@ def prepare_data(
 
 def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> dict:
     per_style: dict[str, dict[str, Any]] = {}
+    def empty() -> dict[str, Any]:
+        return {s: 0 for s in SPLITS} | {"tokens": 0, "notes_in": 0, "notes_out": 0, "notes_lost": dict.fromkeys(NOTE_LOSS_REASONS, 0)}
+
     for split in SPLITS:
-        styles = splits[split]["style"]
-        tokens = splits[split]["n_tokens"]
-        for style, n_tokens in zip(styles, tokens):
-            entry = per_style.setdefault(style, {s: 0 for s in SPLITS} | {"tokens": 0})
+        columns = splits[split].select_columns(["style", "n_tokens", "notes_in", "notes_out", "note_losses"]).to_dict()
+        for style, n_tokens, notes_in, notes_out, losses in zip(*columns.values()):
+            entry = per_style.setdefault(style, empty())
             entry[split] += 1
             entry["tokens"] += n_tokens
+            entry["notes_in"] += notes_in
+            entry["notes_out"] += notes_out
+            for reason, count in losses.items():
+                entry["notes_lost"][reason] += count
     for skip in skipped:
-        per_style.setdefault(skip["style"], {s: 0 for s in SPLITS} | {"tokens": 0})
+        if skip["style"] in tokenizer.styles:  # not a style the source set aside as unlisted
+            per_style.setdefault(skip["style"], empty())
+    for entry in per_style.values():
+        # what the named reasons do not explain (e.g. MidiTok merging notes that share pitch, onset and track)
+        named = sum(entry["notes_lost"][reason] for reason in NOTES_REMOVED)
+        entry["notes_lost"]["other"] = entry["notes_in"] - entry["notes_out"] - named
+    notes_in = sum(e["notes_in"] for e in per_style.values())
+    notes_out = sum(e["notes_out"] for e in per_style.values())
     return {
         "source": source.name,
         "tokenizer": tokenizer.name,
@@ -316,6 +347,10 @@ def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> di
         "skipped": sorted(skipped, key=lambda s: s["piece_id"]),
         "duplicates_removed": len(duplicates),
         "duplicates": duplicates,
+        # notes of the kept pieces before and after tokenization, and why notes went missing or changed (per style
+        # in per_style): counts of notes, except tempo_changes_dropped (tempo events)
+        "notes": {"in": notes_in, "out": notes_out,
+                  "lost": {r: sum(e["notes_lost"][r] for e in per_style.values()) for r in (*NOTE_LOSS_REASONS, "other")}},
         "mean_tokens_per_piece": float(np.mean(splits["train"]["n_tokens"])) if len(splits["train"]) else 0.0,
         "seconds": round(seconds, 2),
     }

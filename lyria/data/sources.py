@@ -138,6 +138,8 @@ class MidiFolderSource:
         self.default_style = default_style
         self.csv_styles = self._read_csv(styles_csv) if styles_csv else None
         self._styles = list(styles) if styles else None
+        # files whose style is not in `styles`: counted skips in the data report (filled by `pieces`)
+        self.skipped: list[dict] = []
 
     def _read_csv(self, styles_csv: str) -> dict[str, str]:
         path = Path(styles_csv)
@@ -169,9 +171,16 @@ class MidiFolderSource:
 
     def pieces(self, max_pieces_per_style: int | None = None) -> list[PieceRef]:
         by_style: dict[str, list[PieceRef]] = {}
+        self.skipped = []
         for path in self._files():
             rel = path.relative_to(self.root)
             style = self._style_of(rel)
+            if self._styles is not None and style not in self._styles:
+                self.skipped.append({
+                    "piece_id": rel.as_posix(), "style": style, "origin": str(path), "stage": "list",
+                    "reason": f"style {style!r} is not in data.source.styles {self._styles}",
+                })
+                continue
             ref = PieceRef(rel.as_posix(), style, convert.read_midi_file, (str(path),), _file_fingerprint(path), str(path))
             by_style.setdefault(style, []).append(ref)
         refs = []

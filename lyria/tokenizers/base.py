@@ -31,6 +31,14 @@ STYLE_TOKEN = "Style"
 TOKENIZER_FILE = "tokenizer.json"
 LYRIA_KEY = "lyria"
 NOTE_TOKEN_TYPES = ("Pitch", "NoteOn", "PitchDrum", "DrumOn")
+# Why notes of a score do not come out of the tokens as they went in (LyriaTokenizer.note_losses).
+NOTE_LOSS_REASONS = (
+    "drums_dropped",  # drum tracks without tokenizer.config.use_programs
+    "programs_collapsed",  # pitched notes whose program is lost (one merged track, program 0) without use_programs
+    "pitch_out_of_range",  # pitches outside tokenizer.config.pitch_range: dropped
+    "duration_clipped",  # durations longer than the longest Duration token: shortened to it
+    "tempo_changes_dropped",  # tempo changes after the first without use_tempos (events, not notes)
+)
 
 _CONFIG_FIELDS = set(inspect.signature(miditok.TokenizerConfig.__init__).parameters) - {"self", "kwargs"}
 # Options MidiTok reads from TokenizerConfig.additional_params, per tokenizer class.
@@ -475,6 +483,58 @@ class LyriaTokenizer:
         return np.array(
             [sum(t.split("_")[0] in NOTE_TOKEN_TYPES for t in self.tokens_of(i, field)) for i in range(size)], dtype=np.int64
         )
+
+    def note_losses(self, score: Score) -> dict[str, int]:
+        """What `encode` drops or changes of `score`, by reason (`NOTE_LOSS_REASONS`), from the score and the settings.
+
+        Counts are notes, except `tempo_changes_dropped` (tempo events). A note dropped for one reason is not
+        counted again for another.
+        """
+        config = self.tok.config
+        losses = dict.fromkeys(NOTE_LOSS_REASONS, 0)
+        score = score if score.ttype == "Tick" else score.to("tick")
+        pitches, starts, durations = [], [], []
+        for track in score.tracks:
+            notes = track.notes.numpy()
+            if len(notes["pitch"]) == 0:
+                continue
+            if track.is_drum and not config.use_programs:
+                losses["drums_dropped"] += len(notes["pitch"])
+                continue
+            pitch = notes["pitch"].astype(np.int64)
+            in_range = (pitch >= config.pitch_range[0]) & (pitch <= config.pitch_range[1])
+            if not config.use_programs and track.program != 0:
+                losses["programs_collapsed"] += int(in_range.sum())
+            pitches.append(pitch)
+            starts.append(notes["time"].astype(np.float64))
+            durations.append(notes["duration"].astype(np.float64))
+        if pitches:
+            pitch, start, duration = (np.concatenate(v) for v in (pitches, starts, durations))
+            in_range = (pitch >= config.pitch_range[0]) & (pitch <= config.pitch_range[1])
+            losses["pitch_out_of_range"] = int((~in_range).sum())
+            longest_beats = max(end for _, end in config.beat_res) if config.beat_res else None
+            if longest_beats is not None and any(str(t).startswith("Duration_") for t in self._base_vocab_tokens()):
+                # a beat is the time signature's denominator (MidiTok): the grid step times the positions per beat
+                grid_starts, grid_steps = self.onset_grid(score)
+                section = np.clip(np.searchsorted(grid_starts, start, side="right") - 1, 0, None)
+                beat_ticks = grid_steps[section] * config.max_num_pos_per_beat
+                clipped = duration > longest_beats * beat_ticks + grid_steps[section] / 2
+                losses["duration_clipped"] = int((clipped & in_range).sum())
+        if not config.use_tempos:
+            qpm = [t.qpm for t in sorted(score.tempos, key=lambda t: t.time)]
+            losses["tempo_changes_dropped"] = sum(1 for a, b in zip(qpm, qpm[1:]) if abs(a - b) > 1e-6)
+        return losses
+
+    def notes_in_ids(self, ids: np.ndarray, counts: np.ndarray | None = None) -> int:
+        """Note onsets a token sequence holds (`counts`: `note_counts()`, passed in when called often)."""
+        counts = self.note_counts() if counts is None else counts
+        ids = np.asarray(ids, dtype=np.int64)
+        column = ids[:, self.note_field] if ids.ndim == 2 else ids
+        return int(counts[column].sum())
+
+    def _base_vocab_tokens(self) -> list[str]:
+        vocab = self.tok.vocab
+        return [t for field in vocab for t in field] if isinstance(vocab, list) else list(vocab)
 
     @property
     def note_field(self) -> int:

@@ -18,7 +18,7 @@ from torchmetrics.aggregation import SumMetric
 
 from lyria.data.datamodule import IGNORE_INDEX
 from lyria.models.lm import LyriaLM
-from lyria.training.optim import build_optimizer, warmup_cosine
+from lyria.training.optim import WarmupCosine, build_optimizer
 
 
 def token_loss(logits: Tensor | list[Tensor], targets: Tensor, loss_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -147,9 +147,7 @@ class LyriaLightningModule(L.LightningModule):
         opt = cfg["optimizer"]
         optimizer = build_optimizer(self.model, lr=opt["lr"], weight_decay=opt["weight_decay"], betas=opt["betas"], eps=opt["eps"])
         total = cfg.get("total_steps") or self._estimated_steps()
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, cfg["warmup_steps"], total, cfg["min_lr_ratio"])
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg["warmup_steps"], total, cfg["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def _estimated_steps(self) -> int:

@@ -31,6 +31,17 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class WarmupCosine:
+    """`warmup_cosine` as a callable object, so that LambdaLR keeps its settings in the checkpoint and a
+    time budget (lyria.training.callbacks.TimeBudget) can move `total_steps` while training runs."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> None:
+        self.warmup_steps, self.total_steps, self.min_lr_ratio = int(warmup_steps), int(total_steps), float(min_lr_ratio)
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(step, self.warmup_steps, self.total_steps, self.min_lr_ratio)
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8):
     # torch's multi-tensor (foreach) AdamW: the fused one unscales gradients itself, which Lightning's
     # mixed-precision plugins refuse together with gradient clipping

@@ -21,8 +21,10 @@ from lyria.config import ConfigError, TrainSchema, build, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
 from lyria.training.baselines import unigram_log_probs, unigram_loss
+from lyria.training.budget import TimeBudget
 from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
 from lyria.training.module import LyriaLightningModule
+from lyria.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,13 @@ def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     return None
 
 
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Lightning Trainer of `trainer_cfg`, with `precision: auto` resolved for this machine (logged)."""
+    precision, why = resolve_precision(trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto"))
+    log.info("precision %s: %s", precision, why)
+    return build(trainer_cfg, "trainer", precision=precision, **kwargs)
+
+
 def _check_accumulation(trainer: L.Trainer) -> None:
     """Checkpoints written at validation must fall on whole optimizer steps (gradients are not saved)."""
     accumulate, interval = trainer.accumulate_grad_batches, trainer.val_check_interval
@@ -160,11 +169,13 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)
     module = build_module(cfg, tokenizer)
-    all_callbacks = _callbacks(cfg, callbacks)
-    trainer: L.Trainer = build(
-        cfg.trainer, "trainer", callbacks=all_callbacks, logger=_logger(cfg, output_dir, ckpt_path is not None), default_root_dir=str(output_dir)
+    budget = TimeBudget(cfg.training.time_budget_s) if cfg.training.time_budget_s else None
+    all_callbacks = _callbacks(cfg, callbacks) + ([budget] if budget else [])
+    trainer: L.Trainer = build_trainer(
+        cfg.trainer, callbacks=all_callbacks, logger=_logger(cfg, output_dir, ckpt_path is not None), default_root_dir=str(output_dir)
     )
     _check_accumulation(trainer)
+    cfg.trainer.precision = precision_name(trainer)
 
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
         metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})
         if "val/bits_per_note" in scored[0]:
             metrics["final_val_bits_per_note"] = float(scored[0]["val/bits_per_note"])
-    metrics.update({"global_step": trainer.global_step, "epoch": trainer.current_epoch})
+    metrics.update({"global_step": trainer.global_step, "epoch": trainer.current_epoch, "precision": cfg.trainer.precision})
+    metrics.update(_stopping(cfg, trainer, budget))
     paths = {
         "run_dir": str(output_dir.resolve()),
         "best_checkpoint": str(best) if best else None,
@@ -211,6 +223,30 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     if trainer.is_global_zero:
         _write_summary(output_dir, metrics, paths, prepared.report)
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "tokenizer": tokenizer, "prepared": prepared, "paths": paths}
+
+
+def precision_name(trainer: L.Trainer) -> str:
+    """The precision Lightning runs with ('32-true', 'bf16-mixed', ...)."""
+    return str(trainer.precision)
+
+
+def _stopping(cfg: DictConfig, trainer: L.Trainer, budget: TimeBudget | None) -> dict[str, Any]:
+    """How training ended: the step limit it aimed at, and a warning when `max_time` cut it short of that."""
+    configured = int(cfg.trainer.max_steps) if cfg.trainer.get("max_steps") is not None else -1
+    target = budget.fitted if budget is not None and budget.fitted is not None else configured
+    out: dict[str, Any] = {"max_steps": configured, "target_steps": target}
+    if budget is not None:
+        out["time_budget_s"] = budget.budget_s
+        if budget.step_seconds is not None:
+            out["step_seconds"] = budget.step_seconds
+    if target >= 0 and trainer.global_step < target and trainer.interrupted is False:
+        out["undertrained"] = (
+            f"training stopped at step {trainer.global_step} of {target} (trainer.max_time={cfg.trainer.get('max_time')}): "
+            "the model is undertrained and its learning-rate schedule did not finish; raise trainer.max_time, or set "
+            "training.time_budget_s so that the steps are fitted to the time"
+        )
+        log.warning(out["undertrained"])
+    return out
 
 
 def _best_checkpoint(trainer: L.Trainer) -> Path | None:
@@ -234,10 +270,21 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
         )
     if "final_val_bits_per_note" in metrics:
         lines.append(f"validation bits per note: {metrics['final_val_bits_per_note']:.3f} (compares across tokenizers)")
-    lines.append(f"steps: {metrics['global_step']}")
+    steps = f"steps: {metrics['global_step']}"
+    if "time_budget_s" in metrics:
+        steps += f" (fitted to training.time_budget_s={metrics['time_budget_s']:.0f}; upper bound max_steps={metrics['max_steps']})"
+    if "step_seconds" in metrics:
+        steps += f", {metrics['step_seconds']:.2f} s/step"
+    lines.append(steps + f", precision {metrics.get('precision')}")
+    if "undertrained" in metrics:
+        lines.append("WARNING: " + metrics["undertrained"])
     lines.append(
         f"pieces: {report['pieces']}, skipped: {report['skipped_count']}, duplicates removed: {report['duplicates_removed']}"
     )
+    if "notes" in report:
+        notes = report["notes"]
+        lost = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in notes["lost"].items() if v) or "none"
+        lines.append(f"notes: {notes['in']} in, {notes['out']} in the tokens; lost or changed: {lost} (per style in the data report)")
     lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
     text = "\n".join(lines) + "\n"
     (output_dir / "summary.txt").write_text(text)

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lyria.data.datamodule import IGNORE_INDEX, EpochSampler, EvalWindows, SequenceLayout, TrainCrops, collate
+from lyria.data.datamodule import IGNORE_INDEX, EpochSampler, EvalWindows, SequenceLayout, TrainCrops, collate, crop_windows
 
 
 def _draw(sampler, epochs=1):
@@ -62,13 +62,73 @@ def test_crops_start_at_a_bar_and_transposition_uses_the_table():
     table = np.arange(100)
     table[40:90] += 2
     crops = TrainCrops(_split(), LAYOUT, max_len=12, seed=0, transpose_range=(2, 2), transposition_tables={2: table})
-    for position in range(20):
+    lengths = []
+    for position in range(40):
         item = crops[(position % 3, 0, position)]
-        assert len(item["tokens"]) == 12
+        lengths.append(len(item["tokens"]))
         assert item["bar_ids"][0] == 0 and np.all(np.diff(item["bar_ids"]) >= 0)
         first = int(item["tokens"][0])
         assert first == 1 or (first - 42) % 5 == 0  # BOS, or the first token of a bar, transposed by 2
+    assert max(lengths) == 12 and min(lengths) < 12  # crops at a piece's ends are shorter
     assert crops[(0, 3, 9)]["tokens"].tolist() == crops[(0, 3, 9)]["tokens"].tolist()
+
+
+EOS = 2
+
+
+def _long_pieces(lengths, seed=0, bar_tokens=(3, 12)):
+    """Pieces of these lengths with bars of random lengths; token values 10..59, never BOS or EOS."""
+    rng = np.random.default_rng(seed)
+    ids, bars = [], []
+    for n in lengths:
+        bar_of = np.repeat(np.arange(n), rng.integers(*bar_tokens, size=n))[:n]
+        ids.append((10 + np.arange(n) % 50).tolist())
+        bars.append(bar_of.tolist())
+    return {"ids": ids, "bar_ids": bars, "style_id": [0] * len(lengths), "n_tokens": list(lengths)}
+
+
+def test_share_of_eos_among_training_targets_is_what_the_pieces_imply():
+    """Each position of a piece equally likely a target: a crop with t targets of a piece of n framed tokens
+    holds its EOS with probability t / (n - 1)."""
+    # many pieces: how evenly a piece's bar starts fall makes single pieces deviate by up to about 20 %
+    lengths = [20, 40] + np.random.default_rng(1).integers(100, 1500, size=40).tolist()
+    split = _long_pieces(lengths)
+    crops, sampler = TrainCrops(split, LAYOUT, max_len=65, seed=0), EpochSampler(split["style_id"], seed=0)
+    eos, implied = np.zeros(len(lengths)), np.zeros(len(lengths))
+    targets = 0
+    for _ in range(150):
+        keys = list(sampler)
+        batch = collate([crops[key] for key in keys], pad_id=0)
+        counted = (batch["targets"] != IGNORE_INDEX).sum(dim=1).numpy()
+        targets += counted.sum()
+        for (index, _, _), row_eos, t in zip(keys, (batch["targets"] == EOS).sum(dim=1).tolist(), counted):
+            eos[index] += row_eos
+            implied[index] += t / (lengths[index] + 1)  # framed: BOS + n tokens + EOS, so n + 1 targets
+    assert eos.sum() / targets == pytest.approx(implied.sum() / targets, rel=0.1)
+    # the pieces longer than the context too (crops that had to fit inside a piece never reached their EOS)
+    assert eos[2:].sum() == pytest.approx(implied[2:].sum(), rel=0.1)
+
+
+def test_every_token_of_a_long_piece_is_a_target_of_some_crop():
+    split = _long_pieces([700], bar_tokens=(2, 9))
+    # one bar far longer than the context: crops must also start inside it
+    split["bar_ids"][0] = [b if i < 300 or i >= 500 else split["bar_ids"][0][300] for i, b in enumerate(split["bar_ids"][0])]
+    framed = 702
+    bars = LAYOUT.frame(np.asarray(split["ids"][0]), np.asarray(split["bar_ids"][0]), 0)[1]
+    covered = np.zeros(framed, dtype=bool)
+    for begin, end in crop_windows(bars, 65):
+        assert 0 <= begin < end <= framed and end - begin <= 65
+        covered[begin + 1 : end] = True
+    assert covered[1:].all(), np.flatnonzero(~covered[1:]) + 1
+    # and the crops drawn in training reach them: the tokens are unique in value order, so a crop's place is known
+    split["ids"][0] = list(range(10, 710))
+    crops = TrainCrops(split, LAYOUT, max_len=65, seed=3)
+    reached = np.zeros(framed, dtype=bool)
+    for position in range(3000):
+        tokens = crops[(0, 0, position)]["tokens"]
+        first = 0 if tokens[0] == 1 else int(tokens[0]) - 10 + 1
+        reached[first + 1 : first + len(tokens)] = True
+    assert reached[1:].all() and crops[(0, 0, 0)]["tokens"].dtype.kind == "i"
 
 
 def test_transposition_out_of_range_keeps_the_original():

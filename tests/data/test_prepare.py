@@ -6,11 +6,13 @@ import json
 import shutil
 
 import pytest
+from symusic import Note, Tempo, TimeSignature, Track
 
 from lyria.data import prepare as prepare_module
 from lyria.data.prepare import NoUsablePiecesError, assign_split, prepare_data
 from lyria.data.sources import MidiFolderSource
 from lyria.tokenizers import LyriaTokenizer
+from tests_support import make_score
 
 
 def _prepare(folder, cache, tokenizer=None, **kwargs):
@@ -80,3 +82,59 @@ def test_no_usable_piece_is_an_error_naming_the_source(tmp_path):
     (folder / "b.mid").write_bytes(b"")
     with pytest.raises(NoUsablePiecesError, match=r"MIDI folder .*broken.*none of 2 pieces"):
         _prepare(folder, tmp_path / "cache")
+
+
+def _lossy_score(tpq: int = 480, first: int = 60):
+    """Every reason a note is lost or changed, each a known number of times (4/4, one note per beat)."""
+    score = make_score([first, 62, 64, 65, 10, 120, 67, 69], tpq=tpq)  # 2 pitches outside 21..109
+    score.tracks[0].notes.append(Note(8 * tpq, 20 * tpq, 72, 80))  # 20 beats, longer than the longest Duration (12)
+    violin = Track("violin", 40, False)  # program 40 collapses onto the merged track's program 0
+    for beat in range(3):
+        violin.notes.append(Note(beat * tpq, tpq, 76 + beat, 80))
+    drums = Track("drums", 0, True)
+    for beat in range(5):
+        drums.notes.append(Note(beat * tpq, tpq // 2, 36, 100))
+    score.tracks.append(violin)
+    score.tracks.append(drums)
+    for tick, qpm in ((4 * tpq, 90), (6 * tpq, 90), (7 * tpq, 140)):  # two changes (the second 90 is none)
+        score.tempos.append(Tempo(tick, qpm=qpm))
+    score.time_signatures[0] = TimeSignature(0, 4, 4)
+    return score
+
+
+def test_data_report_counts_notes_in_and_out_per_style_and_each_reason(tmp_path):
+    folder = tmp_path / "midi"
+    (folder / "lossy").mkdir(parents=True)
+    (folder / "clean").mkdir()
+    for k in range(3):
+        _lossy_score(first=60 + k).dump_midi(str(folder / "lossy" / f"piece{k}.mid"))
+        make_score([60 + k, 62, 64, 65, 67]).dump_midi(str(folder / "clean" / f"piece{k}.mid"))
+    report = _prepare(folder, tmp_path / "cache").report
+    lossy, clean = report["per_style"]["lossy"], report["per_style"]["clean"]
+    assert lossy["notes_in"] == 3 * (9 + 3 + 5)
+    assert lossy["notes_lost"] == {"drums_dropped": 15, "programs_collapsed": 9, "pitch_out_of_range": 6,
+                                   "duration_clipped": 3, "tempo_changes_dropped": 6, "other": 0}
+    assert lossy["notes_out"] == lossy["notes_in"] - 15 - 6
+    assert clean["notes_in"] == clean["notes_out"] == 15
+    assert not any(clean["notes_lost"].values())
+    assert report["notes"] == {"in": 66, "out": 45, "lost": lossy["notes_lost"]}
+
+
+def test_programs_and_drums_are_kept_with_use_programs(tmp_path):
+    folder = tmp_path / "midi" / "lossy"
+    folder.mkdir(parents=True)
+    _lossy_score().dump_midi(str(folder / "piece.mid"))
+    tokenizer = LyriaTokenizer(config={"use_programs": True, "one_token_stream_for_programs": True, "use_pitchdrum_tokens": True})
+    lost = _prepare(folder.parent, tmp_path / "cache", tokenizer).report["notes"]["lost"]
+    assert lost["drums_dropped"] == 0 and lost["programs_collapsed"] == 0 and lost["pitch_out_of_range"] == 2
+
+
+def test_a_file_of_a_style_not_listed_is_a_counted_skip(midi_folder, tmp_path):
+    source = MidiFolderSource(str(midi_folder), styles=["jigs"])
+    prepared = prepare_data(source, LyriaTokenizer(), tmp_path / "cache", num_proc=1)
+    report = prepared.report
+    unlisted = [s for s in report["skipped"] if s["stage"] == "list"]
+    assert len(unlisted) == 7 and {s["style"] for s in unlisted} == {"airs"}  # 6 pieces and the empty file
+    assert all("not in data.source.styles" in s["reason"] for s in unlisted)
+    assert report["skipped_count"] == 7 + 1  # and jigs' corrupt file
+    assert set(report["per_style"]) == {"jigs"} and sum(report["pieces"].values()) == 6

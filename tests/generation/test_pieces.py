@@ -49,14 +49,14 @@ def _two_tracks(bars: int, numerator: int, tpq: int = 480) -> Score:
 def test_same_midi_bytes_whatever_the_batch_size(sampler, tmp_path):
     limits = Limits(max_new_tokens=60)
     files = {}
-    for batch_size in (1, 3):
+    for batch_size in (1, 3, 4):
         pieces = new_pieces(sampler, n=4, seed=11, limits=limits, batch_size=batch_size)
         files[batch_size] = []
         for piece in pieces:
             path = tmp_path / f"b{batch_size}_{piece.index}.mid"
             write_midi(piece.score, path)
             files[batch_size].append(path.read_bytes())
-    assert files[1] == files[3]
+    assert files[1] == files[3] == files[4]
     assert len(set(files[1])) == 4
 
 

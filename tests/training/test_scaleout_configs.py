@@ -19,7 +19,7 @@ from lyria.config import ConfigError, TrainSchema, build, process_rank, slurm_ru
 from lyria.data.datamodule import EpochSampler, EvalShard, ResumableLoader
 from lyria.models.lm import Block
 from lyria.training.callbacks import _pack, _unpack, capture_rng_state, restore_rng_state
-from lyria.training.train import _check_accumulation, resume_checkpoint
+from lyria.training.train import _check_accumulation, build_trainer, resume_checkpoint
 
 TRAINERS = sorted(p.stem for p in (Path(CONF_DIR) / "trainer").glob("*.yaml"))
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "RANK", "LOCAL_RANK")
@@ -37,7 +37,7 @@ def test_trainer_config_composes_validates_and_builds_its_strategy(compose_train
     strategy = cfg.trainer.get("strategy")
     if isinstance(strategy, str) or strategy is None:
         if cfg.trainer.accelerator == "cpu":
-            assert isinstance(build(cfg.trainer, "trainer", logger=False, enable_checkpointing=False), L.Trainer)
+            assert isinstance(build_trainer(cfg.trainer, logger=False, enable_checkpointing=False), L.Trainer)
         return
     built = build(strategy, "trainer.strategy")
     assert isinstance(built, (DDPStrategy, FSDPStrategy))
@@ -98,7 +98,7 @@ def test_resume_prefers_ckpt_path_then_the_run_folders_last_checkpoint(tmp_path)
 def test_validation_interval_must_fall_on_whole_accumulated_steps(compose_train):
     cfg = compose_train("trainer.accumulate_grad_batches=4", "trainer.val_check_interval=6")
     with pytest.raises(ConfigError, match="val_check_interval=6 is not a multiple of trainer.accumulate_grad_batches=4"):
-        _check_accumulation(build(cfg.trainer, "trainer", logger=False, enable_checkpointing=False))
+        _check_accumulation(build_trainer(cfg.trainer, logger=False, enable_checkpointing=False))
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
