@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lyria.checkpoint import load_model
-from lyria.config import ConfigError, GenerateSchema, build, validate
+from lyria.config import ConfigError, GenerateSchema, build, check_arguments, validate
 from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
@@ -44,6 +44,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     """Writes sample_NNN.{mid,musicxml,wav,png} (the formats of cfg.render) and index.json under cfg.output_dir;
     returns the index."""
     cfg = validate(cfg, GenerateSchema)
+    check_arguments(cfg.processors, "processors")
     mode = _mode(cfg)
     renderers = build_renderers(cfg.render)  # an unknown format or a missing FluidSynth fails here, before sampling
     limits = Limits(max_new_tokens=cfg.max_new_tokens, max_bars=cfg.max_bars, max_seconds=cfg.max_seconds)
