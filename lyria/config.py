@@ -487,6 +487,7 @@ VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
     "TrainSchema": _DATA_RULES
     + [
         ("seed", SEED),
+        ("ckpt_path", _existing("file")),
         ("training.optimizer.lr", POSITIVE),
         ("training.optimizer.weight_decay", NON_NEGATIVE),
         ("training.optimizer.eps", POSITIVE),

@@ -47,6 +47,7 @@ def _schema(program: str):
 def one_line(err: BaseException, program: str | None = None) -> str:
     """The error as one line: Hydra's and OmegaConf's multi-line messages folded, unknown keys explained."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
     text = str(err)
     if isinstance(err, ConfigCompositionException):
@@ -55,10 +56,15 @@ def one_line(err: BaseException, program: str | None = None) -> str:
             parts = match.group(1).split(".")
             message = unknown_key_message(_schema(program or ""), parts[:-1], parts[-1])
             return f"{message} (to add a key that the config does not have, write +{match.group(1)}=...)"
-    if isinstance(err, MissingConfigException):
+    if isinstance(err, MissingConfigException):  # an unknown group choice: name it and the options
+        text = text.split("Config search path")[0]
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if len(lines) > 1 and lines[1].endswith(":"):
             return f"{lines[0]}; {lines[1]} {', '.join(lines[2:])}"
+    if isinstance(err, OmegaConfBaseException):  # a required key (`???`), maybe met through an interpolation
+        match = re.search(r"Missing mandatory value: (\S+)", text)
+        if match:
+            return f"config key '{match.group(1)}' is required: give it on the command line, e.g. {match.group(1)}=..."
     if isinstance(err, OverrideParseException):
         text = f"cannot parse the command-line override: {text}"
     if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:

@@ -21,6 +21,7 @@ from lyria.checkpoint import checkpoint_problem, newest_intact_checkpoint
 from lyria.config import ConfigError, TrainSchema, build, check_arguments, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
+from lyria.files import atomic_write
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
 from lyria.training.module import LyriaLightningModule
@@ -194,7 +195,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(ckpt_dir)
-        (ckpt_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(ckpt_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True), what="run config")
         n_params = sum(p.numel() for p in module.model.parameters())
         log.info(
             "model: %.2fM parameters, mixer %s, receptive fields %s; data: %s",
@@ -249,7 +250,7 @@ def _best_checkpoint(trainer: L.Trainer) -> Path | None:
 
 
 def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -> None:
-    (output_dir / "summary.json").write_text(json.dumps({"metrics": metrics, "paths": paths}, indent=2))
+    atomic_write(output_dir / "summary.json", json.dumps({"metrics": metrics, "paths": paths}, indent=2), what="run summary")
     lines = ["", "lyria run summary", "-----------------"]
     if "final_val_loss" in metrics:
         lines.append(
@@ -265,6 +266,6 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
     )
     lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
     text = "\n".join(lines) + "\n"
-    (output_dir / "summary.txt").write_text(text)
+    atomic_write(output_dir / "summary.txt", text, what="run summary")
     print(text)
 
