@@ -8,6 +8,7 @@ all from sums over every rank's share of the windows.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -72,7 +73,8 @@ class LyriaLightningModule(L.LightningModule):
         self.register_buffer("note_counts", torch.tensor(note_counts or [], dtype=torch.long), persistent=False)
         self.note_field = int(note_field)
         # validation / test sums (synchronised across ranks when read), so metrics are global and exact
-        self.eval_sums = nn.ModuleDict({name: SumMetric() for name in ("nll", "tokens", "correct", "notes")})
+        # (NaN kept: a diverged model must not report a finite loss, torchmetrics' default drops NaN values)
+        self.eval_sums = nn.ModuleDict({name: SumMetric(nan_strategy="disable") for name in ("nll", "tokens", "correct", "notes")})
 
     def forward(self, tokens: Tensor, bar_ids: Tensor | None = None, cond: dict | None = None, cache=None):
         return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
@@ -159,8 +161,9 @@ class LyriaLightningModule(L.LightningModule):
 
     def _last_good(self) -> str:
         callback = self.trainer.checkpoint_callback if self._trainer is not None else None
-        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-        return f"The last good checkpoint is kept: {path}" if path else "No checkpoint was written."
+        paths = [getattr(callback, name, "") for name in ("last_model_path", "best_model_path")]
+        kept = [path for path in paths if path and Path(path).is_file()]
+        return f"The last good checkpoint is kept: {kept[0]}" if kept else "No checkpoint was written."
 
     def _stop_if_not_finite(self, loss: Tensor) -> None:
         if not self._all_finite(loss):
