@@ -262,3 +262,27 @@ def test_disk_full_while_rendering_samples_keeps_the_earlier_files(tmp_path, mon
         render_batch([make_score([60, 62, 64, 65])], [tmp_path / "sample_001"], renderers)
     assert (tmp_path / "sample_000.mid").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample_000.mid"]
+
+
+# ------------------------------------------------------------------------------------ secrets
+@pytest.mark.slow
+def test_no_secret_reaches_the_run_folder(tmp_path, shared_cache):
+    """The wandb API key and the environment are never written: not by Hydra, lyria, Lightning or wandb."""
+    secrets = {"WANDB_API_KEY": "local-" + "0123456789abcdef" * 2 + "feedc0de", "LYRIA_TEST_PASSWORD": "hunter2-not-for-logs"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "WANDB_MODE": "offline", **secrets}
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "lyria.cli.train", "trainer=debug", "logger=wandb", "data.max_pieces_per_style=2", "data.num_proc=1",
+         "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "model.max_seq_len=64",
+         f"paths.cache_dir={shared_cache}", f"hydra.run.dir={run}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any("wandb" in p.parts for p in files) and (run / ".hydra" / "config.yaml").is_file()
+    for path in files:
+        data = path.read_bytes()
+        for name, value in secrets.items():
+            assert value.encode() not in data, f"{name} was written to {path.relative_to(run)}"
+    for stream in (result.stdout, result.stderr):
+        assert not any(value in stream for value in secrets.values())
