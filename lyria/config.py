@@ -14,6 +14,7 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from hydra.utils import instantiate
@@ -207,6 +208,8 @@ class TrainingSchema:
     infilling_rate: float = 0.0
     infilling_max_bars: int = 8
     compile: bool = False
+    nonfinite: str = "stop"
+    max_skipped_steps: int = 10
 
 
 @dataclass
@@ -334,6 +337,13 @@ class LeaderboardSchema:
 
 
 @dataclass
+class ExportSchema:
+    ckpt: str = "???"
+    output_dir: str = "???"
+    overwrite: bool = False
+
+
+@dataclass
 class EvalSettingsSchema:
     families: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -369,23 +379,316 @@ def _allowed_keys(schema: type, parent: list[str]) -> list[str]:
 
 
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
-    """Merges `cfg` into the schema; unknown keys and wrong types become a ConfigError naming the key."""
+    """Merges `cfg` into the schema, then checks the values (`check_values`): unknown keys, wrong types, missing
+    required values and impossible values become a ConfigError naming the key and what is allowed."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except ConfigKeyError as err:
         key = str(err.key) if err.key is not None else "?"
         parent = [p for p in (err.full_key or "").split(".")[:-1] if p]
-        allowed = _allowed_keys(schema, parent)
-        where = ".".join(parent + [key])
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        raise ConfigError(
-            f"unknown config key '{where}'"
-            + (f"; did you mean '{'.'.join(parent + [hint[0]])}'?" if hint else "")
-            + (f" Allowed keys under '{'.'.join(parent) or '<root>'}': {sorted(allowed)}" if allowed else "")
-        ) from None
+        raise ConfigError(unknown_key_message(schema, parent, key)) from None
     except ValidationError as err:
         raise ConfigError(f"invalid value for config key '{err.full_key}': {str(err).splitlines()[0]}") from None
+    missing = _missing_keys(merged)
+    if missing:
+        raise ConfigError(f"config key '{missing[0]}' is required: give it on the command line, e.g. {missing[0]}=...")
+    check_values(merged, schema)
     return merged
+
+
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is `???` (required), found without resolving interpolations."""
+    missing = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            missing.append(path)
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not OmegaConf.is_interpolation(node, key):
+            missing += _missing_keys(child, path + ".")
+    return missing
+
+
+def unknown_key_message(schema: type | None, parent: list[str], key: str) -> str:
+    """'unknown config key ...', with the closest allowed key and the keys allowed where it was given."""
+    allowed = _allowed_keys(schema, parent) if schema is not None else []
+    where = ".".join(parent + [key])
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    return (
+        f"unknown config key '{where}'"
+        + (f"; did you mean '{'.'.join(parent + [hint[0]])}'?" if hint else "")
+        + (f" Allowed keys under '{'.'.join(parent) or '<root>'}': {sorted(allowed)}" if allowed else "")
+    )
+
+
+# ----------------------------------------------------------------------------------------- value checks
+# Each rule: (dotted key, what is allowed in words, the test). A key that is absent or null passes unless the
+# rule says `required`; checked by `validate` before any data is prepared or any model is built.
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False, integer: bool = False):
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    text = f"{'an integer' if integer else 'a number'} {' and '.join(parts)}".strip()
+
+    def test(value: Any) -> bool:
+        if not _is_number(value) or (integer and not float(value).is_integer()) or value != value:
+            return False
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            return False
+        return not (hi is not None and (value >= hi if hi_open else value > hi))
+
+    return text, test
+
+
+def _one_of(*choices: Any):
+    return f"one of {list(choices)}", lambda value: value in choices
+
+
+def _existing(kind: str = "file", extra: tuple[str, ...] = ()):
+    def test(value: Any) -> bool:
+        if value in extra:
+            return True
+        path = Path(str(value))
+        return path.is_file() if kind == "file" else path.is_dir() if kind == "folder" else path.exists()
+
+    words = {"file": "an existing file", "folder": "an existing folder", "path": "an existing file or folder"}[kind]
+    return (f"{' or '.join(repr(e) for e in extra)} or {words}" if extra else words), test
+
+
+POSITIVE = _range(0, lo_open=True)
+NON_NEGATIVE = _range(0)
+AT_LEAST_ONE = _range(1, integer=True)
+COUNT = _range(0, integer=True)
+FRACTION = _range(0, 1)
+OPEN_FRACTION = _range(0, 1, lo_open=True, hi_open=True)
+SEED = _range(0, 2**32 - 1, integer=True)
+
+_DATA_RULES = [
+    ("data.batch_size", AT_LEAST_ONE),
+    ("data.eval_batch_size", AT_LEAST_ONE),
+    ("data.val_fraction", _range(0, 1, hi_open=True)),
+    ("data.test_fraction", _range(0, 1, hi_open=True)),
+    ("data.num_proc", AT_LEAST_ONE),
+    ("data.num_workers", COUNT),
+    ("data.parse_timeout_s", POSITIVE),
+    ("data.max_pieces_per_style", AT_LEAST_ONE),
+    ("tokenizer.num_style_slots", AT_LEAST_ONE),
+    ("tokenizer.learned_vocab_size", AT_LEAST_ONE),
+]
+
+VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
+    "TrainSchema": _DATA_RULES
+    + [
+        ("seed", SEED),
+        ("ckpt_path", _existing("file")),
+        ("training.optimizer.lr", POSITIVE),
+        ("training.optimizer.weight_decay", NON_NEGATIVE),
+        ("training.optimizer.eps", POSITIVE),
+        ("training.warmup_steps", COUNT),
+        ("training.total_steps", AT_LEAST_ONE),
+        ("training.min_lr_ratio", FRACTION),
+        ("training.infilling_rate", FRACTION),
+        ("training.infilling_max_bars", AT_LEAST_ONE),
+        ("training.nonfinite", _one_of("stop", "skip")),
+        ("training.max_skipped_steps", COUNT),
+        ("model.d_model", AT_LEAST_ONE),
+        ("model.n_layers", AT_LEAST_ONE),
+        ("model.n_heads", AT_LEAST_ONE),
+        ("model.d_ff", AT_LEAST_ONE),
+        ("model.dropout", _range(0, 1, hi_open=True)),
+        ("model.max_seq_len", _range(2, integer=True)),
+        ("model.mixer.window", AT_LEAST_ONE),
+        ("trainer.max_steps", ("-1 (no limit) or an integer >= 1", lambda v: v == -1 or AT_LEAST_ONE[1](v))),
+        ("trainer.max_epochs", ("-1 (no limit) or an integer >= 1", lambda v: v == -1 or AT_LEAST_ONE[1](v))),
+        ("trainer.accumulate_grad_batches", AT_LEAST_ONE),
+        ("trainer.gradient_clip_val", NON_NEGATIVE),
+        ("trainer.log_every_n_steps", AT_LEAST_ONE),
+        ("trainer.val_check_interval", POSITIVE),
+    ],
+    "GenerateSchema": [
+        ("ckpt", _existing("path")),
+        ("n", AT_LEAST_ONE),
+        ("batch_size", AT_LEAST_ONE),
+        ("seed", SEED),
+        ("max_new_tokens", AT_LEAST_ONE),
+        ("max_bars", AT_LEAST_ONE),
+        ("max_seconds", POSITIVE),
+        ("window.keep_fraction", OPEN_FRACTION),
+        ("window.opening_bars", COUNT),
+        ("temperature", _range(0, lo_open=True)),
+        ("top_k", AT_LEAST_ONE),
+        ("top_p", _range(0, 1, lo_open=True)),
+        ("min_p", FRACTION),
+        ("repetition_penalty", POSITIVE),
+        ("prompt", _existing("file")),
+        ("prompt_bars", AT_LEAST_ONE),
+        ("infill", _existing("file")),
+        ("render.sample_rate", _range(1000, integer=True)),
+        ("render.max_seconds", POSITIVE),
+        ("render.peak_db", _range(hi=0)),
+        ("render.backend", _one_of("synth", "fluidsynth")),
+    ],
+    "EvaluateSchema": _DATA_RULES
+    + [
+        ("generated", _existing("folder")),
+        ("reference", _existing("folder", extra=("test", "validation", "train"))),
+        ("training_data", _existing("file", extra=("auto", "composed"))),
+        ("checkpoint", _existing("path")),
+        ("eval.max_pieces", AT_LEAST_ONE),
+        ("eval.num_proc", AT_LEAST_ONE),
+        ("eval.parse_timeout_s", POSITIVE),
+        ("eval.feature_resolution", AT_LEAST_ONE),
+        ("eval.polyphony_threshold", AT_LEAST_ONE),
+        ("eval.seed", SEED),
+    ],
+    "LeaderboardSchema": [
+        ("runs", _existing("folder")),
+        ("confidence", OPEN_FRACTION),
+        ("alpha", OPEN_FRACTION),
+        ("n_resamples", _range(100, integer=True)),
+        ("min_seeds", AT_LEAST_ONE),
+        ("samples_per_run", COUNT),
+        ("seed", SEED),
+    ],
+    "ExportSchema": [("ckpt", _existing("path"))],
+}
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except OmegaConfBaseException:  # an interpolation that resolves only inside a Hydra run
+        return None
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+def check_values(cfg: DictConfig, schema: type) -> None:
+    """Impossible values (negative lr, top_p=2, n=0, a missing file, a window longer than the context...): a
+    ConfigError naming the first key that breaks its rule and what it allows."""
+    for key, (allowed, test) in VALUE_RULES.get(schema.__name__, []):
+        value = _value(cfg, key)
+        if value is not None and not test(value):
+            raise _fail(key, value, allowed)
+    for check in _CROSS_CHECKS.get(schema.__name__, []):
+        check(cfg)
+
+
+def _check_model(cfg: DictConfig) -> None:
+    d_model, heads, context = _value(cfg, "model.d_model"), _value(cfg, "model.n_heads"), _value(cfg, "model.max_seq_len")
+    if d_model % heads:
+        raise ConfigError(f"model.d_model={d_model} is not allowed with model.n_heads={heads}: d_model must be a multiple of n_heads")
+    window = _value(cfg, "model.mixer.window")
+    if window is not None and window > context:
+        raise ConfigError(
+            f"model.mixer.window={window} is not allowed: the window must not exceed the sequence, "
+            f"model.max_seq_len={context} (lower the window or raise max_seq_len)"
+        )
+
+
+def _check_data(cfg: DictConfig) -> None:
+    val, test = _value(cfg, "data.val_fraction"), _value(cfg, "data.test_fraction")
+    if val is not None and test is not None and val + test >= 1:
+        raise ConfigError(f"data.val_fraction={val} plus data.test_fraction={test} is not allowed: together they must stay below 1")
+    transpose = _value(cfg, "data.transpose")
+    if transpose is not None and (len(transpose) != 2 or transpose[0] > transpose[1] or any(abs(t) > 24 for t in transpose)):
+        raise ConfigError(f"data.transpose={list(transpose)} is not allowed: expected [LOW, HIGH] semitones, LOW <= HIGH, within +-24")
+    _check_music21_styles(cfg)
+
+
+def _music21_corpus_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("music21")  # finds the package without importing it (seconds)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus"
+
+
+def _check_music21_styles(cfg: DictConfig) -> None:
+    """A music21 corpus style must name a folder of the bundled corpus."""
+    source = _value(cfg, "data.source")
+    if not source or not str(source.get("_target_", "")).endswith("Music21CorpusSource"):
+        return
+    root = _music21_corpus_dir()
+    if root is None or not root.is_dir():
+        return
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    for i, style in enumerate(source.get("styles") or []):
+        composer = style.get("composer") if hasattr(style, "get") else None
+        if composer is not None and not (root / str(composer)).is_dir():
+            hint = difflib.get_close_matches(str(composer), available, n=1)
+            raise ConfigError(
+                f"data.source.styles[{i}].composer={composer!r} is not allowed: no such music21 corpus folder"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" Available: {available}"
+            )
+
+
+def _check_prompt_settings(cfg: DictConfig) -> None:
+    for key in ("field_temperature", "field_top_p"):
+        values = _value(cfg, key) or {}
+        for name, value in values.items():
+            ok = POSITIVE[1](value) if key == "field_temperature" else _range(0, 1, lo_open=True)[1](value)
+            if not ok:
+                raise _fail(f"{key}.{name}", value, POSITIVE[0] if key == "field_temperature" else "a number > 0 and <= 1")
+
+
+_CROSS_CHECKS = {
+    "TrainSchema": [_check_model, _check_data],
+    "GenerateSchema": [_check_prompt_settings],
+    "EvaluateSchema": [_check_data],
+}
+
+
+def check_arguments(node: Any, where: str, ignore: tuple[str, ...] = ()) -> None:
+    """Keys of a `_target_` node (and of nested ones) that its class does not accept: a ConfigError naming the key
+    and the accepted parameters, found before anything is built (classes are resolved through the allow-list).
+    `ignore`: keys of the top node that its owner consumes itself (a mixer's `position`)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        try:
+            node = OmegaConf.to_container(node, resolve=True)
+        except OmegaConfBaseException:
+            node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_arguments(item, f"{where}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if isinstance(value, (dict, list)):
+            check_arguments(value, f"{where}.{key}")
+    target = node.get("_target_")
+    if target is None:
+        return
+    cls = resolve_class(target, f"{where}._target_")
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in node:
+        if (key.startswith("_") and key.endswith("_")) or key in ignore:
+            continue
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, accepted, n=1)
+            raise ConfigError(
+                f"unknown config key '{where}.{key}'" + (f"; did you mean '{where}.{hint[0]}'?" if hint else "")
+                + f" {target} accepts: {accepted}"
+            )
 
 
 def build(node: Any, where: str, allowed: type | tuple[type, ...] | None = None, **kwargs: Any) -> Any:

@@ -64,7 +64,8 @@ def training_data_config(cfg: DictConfig, index: dict | None) -> tuple[DictConfi
     run_config = None
     if choice == "auto":
         checkpoint = cfg.checkpoint or (index or {}).get("checkpoint")
-        candidate = Path(checkpoint).parent / RUN_CONFIG_FILE if checkpoint else None
+        # a training checkpoint's run config sits beside it; an exported model folder holds its own
+        candidate = (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent) / RUN_CONFIG_FILE if checkpoint else None
         run_config = candidate if candidate is not None and candidate.is_file() else None
     elif choice != "composed":
         run_config = Path(choice)
@@ -240,7 +241,7 @@ def load_sets(cfg: DictConfig) -> Sets:
         reference = load_midi_folder(cfg.reference, "reference", settings.num_proc, settings.parse_timeout_s)
     reference = sample(reference, settings.max_pieces, settings.seed)
     if len(reference) == 0:
-        raise ValueError(f"reference={cfg.reference!r} has no pieces (see {prepared.report_path})")
+        raise ConfigError(f"reference={cfg.reference!r} has no pieces (see {prepared.report_path})")
     train = load_split(prepared, "train")
     return Sets(generated, ground_truth, index, reference, reference_is_split, train, prepared, data_origin, run_config)
 

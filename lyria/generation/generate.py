@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lyria.checkpoint import load_model
-from lyria.config import ConfigError, GenerateSchema, build, validate
+from lyria.files import atomic_write
+from lyria.config import ConfigError, GenerateSchema, build, check_arguments, validate
 from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
@@ -28,6 +29,14 @@ def build_sampler(cfg: DictConfig) -> Sampler:
     processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
     model, tokenizer, _ = load_model(cfg.ckpt, map_location=cfg.device)
     return Sampler(model, tokenizer, processors, device=cfg.device, window=window)
+
+
+def _read_midi(path: str, what: str):
+    """The prompt or infill file; one that does not read is the user's to fix (a ConfigError naming the key)."""
+    try:
+        return read_midi(path, what)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _mode(cfg: DictConfig) -> str:
@@ -44,6 +53,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     """Writes sample_NNN.{mid,musicxml,wav,png} (the formats of cfg.render) and index.json under cfg.output_dir;
     returns the index."""
     cfg = validate(cfg, GenerateSchema)
+    check_arguments(cfg.processors, "processors")
     mode = _mode(cfg)
     renderers = build_renderers(cfg.render)  # an unknown format or a missing FluidSynth fails here, before sampling
     limits = Limits(max_new_tokens=cfg.max_new_tokens, max_bars=cfg.max_bars, max_seconds=cfg.max_seconds)
@@ -54,9 +64,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     common = dict(n=cfg.n, seed=cfg.seed, limits=limits, batch_size=cfg.batch_size)
     with tqdm(total=cfg.n, desc="generating", unit="piece") as progress:
         if mode == "continue":
-            pieces = continue_piece(sampler, read_midi(cfg.prompt, "prompt"), prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
+            pieces = continue_piece(sampler, _read_midi(cfg.prompt, "prompt"), prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
         elif mode == "infill":
-            pieces = infill_piece(sampler, read_midi(cfg.infill, "infill"), str(cfg.bars), progress=progress.update, **common)
+            pieces = infill_piece(sampler, _read_midi(cfg.infill, "infill"), str(cfg.bars), progress=progress.update, **common)
         else:
             pieces = new_pieces(sampler, progress=progress.update, **common)
     samples, failures = _render(pieces, out_dir, renderers, cfg.batch_size)
@@ -75,7 +85,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "samples": samples,
         "failures": failures,
     }
-    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    atomic_write(out_dir / "index.json", json.dumps(index, indent=2), what="sample index")
     unrendered = "".join(f", {count} without {name}" for name, count in render_failed.items() if count)
     print(
         f"wrote {len(samples)} samples as {'/'.join(renderers)} to {out_dir} ({index['repaired']} repaired, "

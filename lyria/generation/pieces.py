@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from symusic import Note, Score, Track
 
+from lyria.config import ConfigError
 from lyria.generation.sampler import Generated, Limits, Sampler, sample_seed
 from lyria.tokenizers.infilling import infilling_layout
 
@@ -196,7 +197,7 @@ def encode_prompt(tokenizer, score: Score, prompt_bars: int | None) -> tuple[np.
     ids, bars = seq.ids, seq.bar_ids
     if prompt_bars is not None:
         if prompt_bars < 1:
-            raise ValueError(f"prompt_bars must be >= 1, got {prompt_bars}")
+            raise ConfigError(f"prompt_bars must be >= 1, got {prompt_bars}")
         ids = ids[bars < prompt_bars]
     prompt = np.concatenate([tokenizer.step_ids(tokenizer.bos_id)[None], ids], axis=0)
     tracker = tokenizer.new_bar_tracker()
@@ -230,7 +231,7 @@ def continue_piece(
         limits = Limits(limits.max_new_tokens, limits.max_bars, limits.max_seconds, tempo_seconds(prompt))
     bars_in_prompt = int(tok.bar_ids(ids).max()) + 1
     if limits.max_bars is not None and bars_in_prompt >= limits.max_bars:
-        raise ValueError(f"max_bars={limits.max_bars} leaves no room after the prompt's {bars_in_prompt} bars; raise it")
+        raise ConfigError(f"max_bars={limits.max_bars} leaves no room after the prompt's {bars_in_prompt} bars; raise it")
     prompt_notes = Counter()
     try:
         for key, arrays in _quarter_notes(tok.decode(ids)).items():
@@ -279,9 +280,9 @@ def parse_bars(bars: str | tuple[int, int] | list[int]) -> tuple[int, int]:
         else:
             first, last = (int(b) for b in bars)
     except (TypeError, ValueError):
-        raise ValueError(f"bars={bars!r}: expected FIRST-LAST, 1-based and inclusive, e.g. bars=5-8") from None
+        raise ConfigError(f"bars={bars!r}: expected FIRST-LAST, 1-based and inclusive, e.g. bars=5-8") from None
     if first < 1 or last < first:
-        raise ValueError(f"bars={bars!r}: expected 1 <= FIRST <= LAST, e.g. bars=5-8")
+        raise ConfigError(f"bars={bars!r}: expected 1 <= FIRST <= LAST, e.g. bars=5-8")
     return first - 1, last
 
 
@@ -300,7 +301,7 @@ def infill_piece(
     are written anew to fit what comes before and after; every note outside them stays as it was."""
     tok = sampler.tokenizer
     if not tok.supports_infilling:
-        raise ValueError(
+        raise ConfigError(
             f"infilling needs a tokenizer whose tokens mark bars (remi, cpword, octuple); {tok.name} carries time as "
             "shifts between events, so a gap's end cannot be placed"
         )
@@ -308,7 +309,7 @@ def infill_piece(
     seq = tok.encode(score)
     piece_bars = int(seq.bar_ids.max()) + 1
     if end > piece_bars:
-        raise ValueError(f"bars={first + 1}-{end}: the piece has {piece_bars} bars")
+        raise ConfigError(f"bars={first + 1}-{end}: the piece has {piece_bars} bars")
     bos = tok.step_ids(tok.bos_id)[None]
     ids = np.concatenate([bos, seq.ids], axis=0)
     bar_ids = np.concatenate([[0], seq.bar_ids])
@@ -341,7 +342,7 @@ def _infilling_prompt(tokenizer, ids: np.ndarray, bar_ids: np.ndarray, span: tup
     fill, sep = tokenizer.step_ids(tokenizer.fill_id), tokenizer.step_ids(tokenizer.sep_id)
     room = budget - 2 - (end - first)
     if room < 2:
-        raise ValueError(f"bars {first + 1}-{end} need {end - first} FILL steps, more than the context allows ({budget}); infill fewer bars")
+        raise ConfigError(f"bars {first + 1}-{end} need {end - first} FILL steps, more than the context allows ({budget}); infill fewer bars")
     body, body_bars = ids[1:], bar_ids[1:]
     n_prefix, n_suffix = int((body_bars < first).sum()), int((body_bars >= end).sum())
     keep_prefix = min(n_prefix, max(room // 2, room - n_suffix))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lyria.config import ConfigError
 from lyria.generation.processors import LogitsProcessor, StepContext
 
 STOP_EOS = "eos"
@@ -86,7 +87,7 @@ class ContextWindow:
         total, keep = len(bars), self.size(context)
         budget = keep - pinned
         if budget < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"the prompt's pinned part has {pinned} tokens but only {keep} are kept when the context "
                 f"({context}) is full: shorten the prompt"
             )

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 from symusic import Score
 
 from lyria.config import ConfigError
+from lyria.errors import DiskFullError, is_disk_full
 
 T = TypeVar("T")
 
@@ -125,6 +126,14 @@ def render_batch(scores: Sequence[Score], stems: Sequence[str | Path], renderers
                     outcomes.append(None)
                 except Exception as err:  # noqa: BLE001  (every library raises its own types; reported per piece)
                     outcomes.append(err)
+        full = next((err for err in outcomes if err is not None and is_disk_full(err)), None)
+        if full is not None:  # not a fault of the piece: stop, keeping every file written so far
+            for tmp in temporary:
+                tmp.unlink(missing_ok=True)
+            raise DiskFullError(
+                f"disk full while writing {renderer.suffix} files in {stems[0].parent} (files written before are intact); "
+                "free some space and run again"
+            ) from full
         for result, path, tmp, err in zip(results, paths, temporary, outcomes):
             if err is None and tmp.is_file():
                 os.replace(tmp, path)

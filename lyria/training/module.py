@@ -8,15 +8,18 @@ all from sums over every rank's share of the windows.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.aggregation import SumMetric
 
 from lyria.data.datamodule import IGNORE_INDEX
+from lyria.errors import NonFiniteLossError
 from lyria.models.lm import LyriaLM
 from lyria.training.optim import WarmupCosine, build_optimizer
 
@@ -63,13 +66,15 @@ class LyriaLightningModule(L.LightningModule):
         model_cfg = {k: v for k, v in model.items() if k != "_target_"}
         self.model = LyriaLM(vocab_sizes=vocab_sizes, num_styles=num_styles, pad_id=pad_id, **model_cfg)
         self.training_cfg = training
+        self.skipped_steps = 0  # updates skipped for a non-finite loss (training.nonfinite=skip)
         if training.get("compile"):
             self.model.compile()  # compiles forward in place: parameter names (and checkpoints) stay the same
         # note onsets each id of `note_field` carries (tokenizer.note_counts(): a learned token may hold several)
         self.register_buffer("note_counts", torch.tensor(note_counts or [], dtype=torch.long), persistent=False)
         self.note_field = int(note_field)
         # validation / test sums (synchronised across ranks when read), so metrics are global and exact
-        self.eval_sums = nn.ModuleDict({name: SumMetric() for name in ("nll", "tokens", "correct", "notes")})
+        # (NaN kept: a diverged model must not report a finite loss, torchmetrics' default drops NaN values)
+        self.eval_sums = nn.ModuleDict({name: SumMetric(nan_strategy="disable") for name in ("nll", "tokens", "correct", "notes")})
 
     def forward(self, tokens: Tensor, bar_ids: Tensor | None = None, cond: dict | None = None, cache=None):
         return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
@@ -100,6 +105,12 @@ class LyriaLightningModule(L.LightningModule):
             metric.reset()
         if totals["tokens"] > 0:
             loss = totals["nll"] / totals["tokens"]
+            if stage == "val" and not self.trainer.sanity_checking and not bool(torch.isfinite(loss)):
+                # before ModelCheckpoint sees it: a diverged model is never saved as best (nor as last)
+                raise NonFiniteLossError(
+                    f"validation loss is {float(loss)} at step {self.global_step}: the model diverged; lower "
+                    f"training.optimizer.lr. {self._last_good()}"
+                )
             # the same value on every rank; sync_dist only keeps Lightning from warning about epoch-level logs
             self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
             self.log(f"{stage}/ppl", torch.exp(loss), sync_dist=True)
@@ -115,25 +126,61 @@ class LyriaLightningModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self._step(batch, "train")
+        if self.training_cfg.get("nonfinite", "stop") == "skip":
+            # checked every step (a host synchronisation): a non-finite loss skips this step's update
+            if not self._all_finite(loss):
+                self.skipped_steps += 1
+                limit = int(self.training_cfg.get("max_skipped_steps", 10))
+                if self.skipped_steps > limit:
+                    raise NonFiniteLossError(
+                        f"training loss was not finite in {self.skipped_steps} steps (training.max_skipped_steps={limit}); "
+                        f"stopping at step {self.global_step}: lower training.optimizer.lr. {self._last_good()}"
+                    )
+                rank_zero_warn(
+                    f"training loss is not finite at step {self.global_step}: skipping this update "
+                    f"({self.skipped_steps} of at most training.max_skipped_steps={limit})"
+                )
+                return None
+            return loss
         # Read on the host only as often as the trainer logs (no per-step synchronisation with a GPU). A NaN
-        # spreads to every rank through the gradient all-reduce, and all ranks check at the same steps.
+        # spreads to every rank through the gradient all-reduce, and all ranks check at the same steps; a NaN
+        # that slips in between checks is caught at validation and before any checkpoint is written.
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self._stop_if_not_finite(loss)
         return loss
 
-    def _stop_if_not_finite(self, loss: Tensor) -> None:
-        finite = bool(torch.isfinite(loss))
-        # every rank must take the same branch: one that raised alone would leave the others waiting in the
-        # gradient all-reduce
-        if self.trainer.world_size > 1:
+    def _all_finite(self, value: Tensor) -> bool:
+        finite = bool(torch.isfinite(value).all())
+        # every rank must take the same branch: one that raised (or skipped) alone would leave the others
+        # waiting in the gradient all-reduce
+        if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
+        return finite
+
+    def _last_good(self) -> str:
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        paths = [getattr(callback, name, "") for name in ("last_model_path", "best_model_path")]
+        kept = [path for path in paths if path and Path(path).is_file()]
+        return f"The last good checkpoint is kept: {kept[0]}" if kept else "No checkpoint was written."
+
+    def _stop_if_not_finite(self, loss: Tensor) -> None:
+        if not self._all_finite(loss):
             where = f"{loss.item()} on this rank" if not torch.isfinite(loss) else "finite here but not on another rank"
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"training loss is {where} at step {self.global_step} (checked every trainer.log_every_n_steps="
-                f"{self.trainer.log_every_n_steps} steps); lower training.optimizer.lr"
+                f"{self.trainer.log_every_n_steps} steps); lower training.optimizer.lr, or set training.nonfinite=skip. "
+                f"{self._last_good()}"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses to write a model whose weights are not all finite (a NaN model is never saved, as best or last)."""
+        broken = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if broken:
+            raise NonFiniteLossError(
+                f"the weights are not finite at step {self.global_step} ({len(broken)} tensors, e.g. {broken[0]}): "
+                f"no checkpoint is written; lower training.optimizer.lr. {self._last_good()}"
             )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -17,9 +17,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lyria.config import ConfigError, TrainSchema, build, validate
+from lyria.checkpoint import checkpoint_problem, newest_intact_checkpoint
+from lyria.config import ConfigError, TrainSchema, build, check_arguments, validate
 from lyria.data.datamodule import MusicDataModule
 from lyria.data.prepare import prepare_data
+from lyria.files import atomic_write
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.budget import TimeBudget
 from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
@@ -51,6 +53,17 @@ def build_tokenizer_and_data(cfg: DictConfig):
         parse_timeout_s=data.parse_timeout_s,
     )
     return tokenizer, prepared
+
+
+def check_train_arguments(cfg: DictConfig) -> None:
+    """Every built section's keys against its class's parameters, before any data is prepared."""
+    for where in ("tokenizer", "data.source", "model.mixer", "model.conditioning", "trainer", "logger"):
+        node = OmegaConf.select(cfg, where)
+        if node is not None:
+            check_arguments(node, where, ignore=("position",) if where == "model.mixer" else ())
+    for name, node in (cfg.callbacks or {}).items():
+        if node is not None:
+            check_arguments(node, f"callbacks.{name}")
 
 
 def check_infilling(cfg: DictConfig, tokenizer) -> None:
@@ -126,16 +139,28 @@ def _run_id(output_dir: Path, resuming: bool) -> str | None:
 
 
 def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> str | None:
-    """`ckpt_path` when given; else the run folder's last.ckpt when `auto_resume` (a requeued job finds its own)."""
+    """`ckpt_path` when given (it must read); else, when `auto_resume`, the run folder's newest intact checkpoint:
+    last.ckpt, or when that is truncated or corrupt (a crash mid-write, a full disk) the newest one that reads,
+    with a warning. A requeued job finds its own folder's."""
     if cfg.ckpt_path is not None:
-        if not Path(cfg.ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} is not a file; give a checkpoint to resume from, or null")
+        problem = checkpoint_problem(cfg.ckpt_path)
+        if problem is not None:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: {problem}; give a readable checkpoint to resume from, or null")
         return str(cfg.ckpt_path)
-    last = ckpt_dir / "last.ckpt"
-    if cfg.auto_resume and last.is_file():
-        log.info("resuming from %s (found in the run folder; auto_resume=false starts afresh)", last)
-        return str(last)
-    return None
+    if not cfg.auto_resume or not ckpt_dir.is_dir():
+        return None
+    found, passed_over = newest_intact_checkpoint(ckpt_dir)
+    for problem in passed_over:
+        log.warning("not resuming from %s", problem)
+    if found is None:
+        if passed_over:
+            log.warning("no intact checkpoint in %s: starting afresh", ckpt_dir)
+        return None
+    if passed_over:
+        log.warning("resuming from %s instead, the newest intact checkpoint in %s", found, ckpt_dir)
+    else:
+        log.info("resuming from %s (found in the run folder; auto_resume=false starts afresh)", found)
+    return str(found)
 
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> L.Trainer:
@@ -161,6 +186,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     `callbacks` are added to those the config lists (tests use it to watch the batches).
     """
     cfg = validate(cfg, TrainSchema)
+    check_train_arguments(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_dir = output_dir / CHECKPOINT_DIR
@@ -180,7 +206,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(ckpt_dir)
-        (ckpt_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(ckpt_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True), what="run config")
         n_params = sum(p.numel() for p in module.model.parameters())
         log.info(
             "model: %.2fM parameters, mixer %s, receptive fields %s; data: %s",
@@ -260,7 +286,7 @@ def _best_checkpoint(trainer: L.Trainer) -> Path | None:
 
 
 def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -> None:
-    (output_dir / "summary.json").write_text(json.dumps({"metrics": metrics, "paths": paths}, indent=2))
+    atomic_write(output_dir / "summary.json", json.dumps({"metrics": metrics, "paths": paths}, indent=2), what="run summary")
     lines = ["", "lyria run summary", "-----------------"]
     if "final_val_loss" in metrics:
         lines.append(
@@ -287,6 +313,6 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
         lines.append(f"notes: {notes['in']} in, {notes['out']} in the tokens; lost or changed: {lost} (per style in the data report)")
     lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
     text = "\n".join(lines) + "\n"
-    (output_dir / "summary.txt").write_text(text)
+    atomic_write(output_dir / "summary.txt", text, what="run summary")
     print(text)
 

@@ -80,18 +80,22 @@ def test_run_folder_is_named_after_the_slurm_job(monkeypatch):
     assert cfg.dir == "outputs/slurm-4200_3" and cfg.subdir is None  # only rank 0 writes Hydra's folder
 
 
+def _tiny_checkpoint(path):
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": {}, "vocab_sizes": [8], "num_styles": 1, "pad_id": 0}}, path)
+
+
 def test_resume_prefers_ckpt_path_then_the_run_folders_last_checkpoint(tmp_path):
     ckpt_dir = tmp_path / "checkpoints"
     cfg = OmegaConf.create({"ckpt_path": None, "auto_resume": True})
     assert resume_checkpoint(cfg, ckpt_dir) is None
     ckpt_dir.mkdir()
-    (ckpt_dir / "last.ckpt").write_bytes(b"x")
+    _tiny_checkpoint(ckpt_dir / "last.ckpt")
     assert resume_checkpoint(cfg, ckpt_dir) == str(ckpt_dir / "last.ckpt")
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "auto_resume": False}), ckpt_dir) is None
     other = tmp_path / "other.ckpt"
-    other.write_bytes(b"y")
+    _tiny_checkpoint(other)
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": str(other), "auto_resume": True}), ckpt_dir) == str(other)
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.*missing.ckpt is not a file"):
+    with pytest.raises(ConfigError, match="ckpt_path=.*missing.ckpt: no checkpoint at"):
         resume_checkpoint(OmegaConf.create({"ckpt_path": str(tmp_path / "missing.ckpt"), "auto_resume": True}), ckpt_dir)
 
 

@@ -53,8 +53,8 @@ def build_leaderboard(cfg: DictConfig) -> Leaderboard:
         log.warning("skipped run %s: %s", skip.path, skip.reason)
     if not runs:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skips[:5])
-        raise ValueError(
-            f"no usable runs under {cfg.runs} (a run is a folder with metrics.json or summary.json beside its resolved "
+        raise ConfigError(
+            f"runs={cfg.runs!r}: no usable runs under {cfg.runs} (a run is a folder with metrics.json or summary.json beside its resolved "
             f"config); {len(skips)} skipped" + (f": {reasons}" if reasons else "")
         )
     board = make_leaderboard(group_runs(runs, cfg.identity_ignore), cfg, skips)
