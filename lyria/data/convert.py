@@ -83,6 +83,25 @@ def parse_abc_tune(text: str) -> Score:
     return score_from_music21(converter.parse(text, format="abc"))
 
 
+def input_bytes(args: tuple) -> int | None:
+    """The size of the file or bytes a parser is about to read (its first such argument), None if unknown.
+
+    Lets a size bound refuse a file before any parser opens it."""
+    for value in args:
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return len(value)
+        if isinstance(value, str) and len(value) < 4096 and "\n" not in value:
+            try:
+                return Path(value).stat().st_size
+            except OSError:
+                continue
+        if isinstance(value, str):  # text to parse (an ABC tune)
+            return len(value.encode())
+    return None
+
+
 def read_midi_file(path: str) -> Score:
     """A MIDI file through symusic; an empty or note-less file is an error."""
     if Path(path).stat().st_size == 0:
