@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from symusic import Note, Score, Track
 
+from lyria.data.convert import drop_impossible_events
 from lyria.data.isolated import isolated_map
 from lyria.data.limits import InputLimits
 from lyria.generation.sampler import Generated, Limits, Sampler, sample_seed
@@ -38,7 +39,7 @@ def _read_bounded(job: tuple[str, InputLimits]) -> Score:
     """Worker (isolated process): the file's size, then its notes and length, within the limits."""
     path, limits = job
     limits.check_file(path)
-    score = Score(path)
+    score = drop_impossible_events(Score(path))
     limits.check_score(score)
     return score
 
@@ -53,7 +54,7 @@ def read_midi(path: str | Path, what: str = "prompt", limits: InputLimits | None
     if not path.is_file():
         raise FileNotFoundError(f"{what}={str(path)!r}: no such MIDI file")
     limits = limits or InputLimits(where="input_limits")
-    outcome = next(iter(isolated_map(_read_bounded, [(str(path), limits)], timeout_s=timeout_s, desc=f"reading {what}")))
+    (outcome,) = isolated_map(_read_bounded, [(str(path), limits)], timeout_s=timeout_s, desc=f"reading {what}")
     if not outcome.ok:
         problem = "is over a limit" if outcome.error == "LimitExceeded" else "is not a readable MIDI file"
         raise ValueError(f"{what}={str(path)!r} {problem}: {outcome.reason}")
