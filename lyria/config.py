@@ -146,6 +146,17 @@ def check_targets(node: Any, where: str, allowed: type | tuple[type, ...] | None
 
 
 @dataclass
+class InputLimitsSchema:
+    """Per-piece bounds (lyria.data.limits.InputLimits); null turns one off."""
+
+    max_file_bytes: Optional[int] = 10 * 2**20
+    max_notes: Optional[int] = 200_000
+    max_beats: Optional[float] = 100_000.0
+    max_seconds: Optional[float] = 14_400.0
+    max_tokens: Optional[int] = 2_000_000
+
+
+@dataclass
 class DataConfig:
     source: Any = None
     max_pieces_per_style: Optional[int] = None
@@ -155,6 +166,8 @@ class DataConfig:
     split_salt: str = ""
     num_proc: int = 2
     parse_timeout_s: float = 60.0
+    tokenize_timeout_s: float = 120.0
+    limits: InputLimitsSchema = field(default_factory=InputLimitsSchema)
     batch_size: int = 16
     eval_batch_size: Optional[int] = None
     num_workers: int = 0
@@ -303,6 +316,7 @@ class GenerateSchema:
     field_temperature: Optional[dict[str, float]] = None
     field_top_p: Optional[dict[str, float]] = None
     seed: int = 0
+    input_limits: InputLimitsSchema = field(default_factory=InputLimitsSchema)
     prompt: Optional[str] = None
     prompt_bars: Optional[int] = None
     infill: Optional[str] = None

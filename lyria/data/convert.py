@@ -83,21 +83,58 @@ def parse_abc_tune(text: str) -> Score:
     return score_from_music21(converter.parse(text, format="abc"))
 
 
+def input_bytes(args: tuple) -> int | None:
+    """The size of the file or bytes a parser is about to read (its first such argument), None if unknown.
+
+    Lets a size bound refuse a file before any parser opens it."""
+    for value in args:
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return len(value)
+        if isinstance(value, str) and len(value) < 4096 and "\n" not in value:
+            try:
+                return Path(value).stat().st_size
+            except OSError:
+                continue
+        if isinstance(value, str):  # text to parse (an ABC tune)
+            return len(value.encode())
+    return None
+
+
+VALID_DENOMINATORS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def drop_impossible_events(score: Score) -> Score:
+    """Removes, in place, the global events no music has and every later stage would divide by: time signatures
+    with a zero numerator or a denominator that is not a power of two up to 64 (a MIDI file can say 4/2**255),
+    and tempos of zero microseconds per quarter note (an infinite tempo). Returns the score."""
+    kept = [ts for ts in score.time_signatures if ts.numerator >= 1 and ts.denominator in VALID_DENOMINATORS]
+    if len(kept) != len(score.time_signatures):
+        score.time_signatures.clear()
+        score.time_signatures.extend(kept)
+    tempos = [t for t in score.tempos if t.mspq > 0]
+    if len(tempos) != len(score.tempos):
+        score.tempos.clear()
+        score.tempos.extend(tempos)
+    return score
+
+
 def read_midi_file(path: str) -> Score:
-    """A MIDI file through symusic; an empty or note-less file is an error."""
+    """A MIDI file through symusic, without impossible meters and tempos; an empty or note-less file is an error."""
     if Path(path).stat().st_size == 0:
         raise EmptyPieceError("empty file (0 bytes)")
-    score = Score(path)
+    score = drop_impossible_events(Score(path))
     if score.note_num() == 0:
         raise EmptyPieceError("no notes")
     return score
 
 
 def read_midi_bytes(data: bytes) -> Score:
-    """MIDI bytes (e.g. a dataset column) through symusic."""
+    """MIDI bytes (e.g. a dataset column) through symusic, as `read_midi_file`."""
     if not data:
         raise EmptyPieceError("empty MIDI bytes")
-    score = Score.from_midi(data)
+    score = drop_impossible_events(Score.from_midi(data))
     if score.note_num() == 0:
         raise EmptyPieceError("no notes")
     return score

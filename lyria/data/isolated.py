@@ -24,6 +24,7 @@ class Outcome:
     ok: bool
     value: Any = None
     reason: str = ""
+    error: str = ""  # the exception's type name; "timeout" or "died" when the worker was lost
 
 
 def _worker(conn, fn: Callable) -> None:
@@ -36,11 +37,20 @@ def _worker(conn, fn: Callable) -> None:
             return
         index, item = task
         try:
-            conn.send((index, True, fn(item), ""))
+            conn.send((index, True, fn(item), "", ""))
         except Exception as err:  # any parser error is the item's failure, not the worker's
-            last = traceback.extract_tb(err.__traceback__)[-1:]
-            where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
-            conn.send((index, False, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}{where}"))
+            conn.send((index, False, None, describe_error(err), type(err).__name__))
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: the error's type, the first line of its message and where it was raised. An error that is a
+    plain refusal (it sets `refusal = True`, e.g. a piece over a limit) gives only its message."""
+    message = str(err).splitlines()[0] if str(err) else ""
+    if getattr(err, "refusal", False):
+        return message
+    last = traceback.extract_tb(err.__traceback__)[-1:]
+    where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
+    return f"{type(err).__name__}: {message}{where}"
 
 
 class _Slot:
@@ -101,17 +111,16 @@ def isolated_map(
                 outcome = None
                 if slot.conn in ready:
                     try:
-                        index, ok, value, reason = slot.conn.recv()
-                        outcome = Outcome(index, ok, value, reason)
+                        outcome = Outcome(*slot.conn.recv())
                     except (EOFError, OSError):
                         pass
                 if outcome is None and not slot.process.is_alive():
                     code = slot.process.exitcode
-                    outcome = Outcome(slot.task, False, reason=f"parser process died (exit code {code})")
+                    outcome = Outcome(slot.task, False, reason=f"worker process died (exit code {code})", error="died")
                     slot.stop(kill=True)
                     slots[i] = slot = _Slot(ctx, fn)
                 elif outcome is None and time.monotonic() - slot.started > timeout_s:
-                    outcome = Outcome(slot.task, False, reason=f"timed out after {timeout_s:g} s")
+                    outcome = Outcome(slot.task, False, reason=f"timed out after {timeout_s:g} s", error="timeout")
                     slot.stop(kill=True)
                     slots[i] = slot = _Slot(ctx, fn)
                 if outcome is None:

@@ -6,7 +6,12 @@ Two caches, both under `data.cache_dir`:
 - `tokens/<key>/`: the tokenized splits; the key covers the pieces, the split settings and every
   tokenizer setting, so a changed setting rebuilds and an unchanged one loads in seconds.
 `data_report.json` sits beside the token cache: counts per style and split, and every skipped piece
-with its reason. Each row keeps its piece's `score_path` (relative to `data.cache_dir`), so evaluation
+with its stage and reason.
+
+Every piece is bounded (`InputLimits`, `data.limits`): its file size before parsing, its notes and length
+after parsing and before anything converts or tokenizes it, its tokens after tokenizing. Parsing and
+tokenizing both run in isolated worker processes with a time limit, so a piece that crashes or hangs
+either one is a counted skip too. Each row keeps its piece's `score_path` (relative to `data.cache_dir`), so evaluation
 reads the reference music from the parsed scores rather than from decoded tokens.
 """
 
@@ -18,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 from symusic import Score
 
+from lyria.data.convert import input_bytes
 from lyria.data.isolated import isolated_map
+from lyria.data.limits import InputLimits, LimitExceeded, score_beats, score_seconds
 from lyria.data.notes import notes_from_score
 from lyria.data.sources import PieceRef
 from lyria.tokenizers import LyriaTokenizer
@@ -39,7 +47,7 @@ from lyria.tokenizers.learned import learn_or_load
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 1
-DATASET_VERSION = 4  # rows keep score_path (relative to data.cache_dir), notes in / out and the reasons notes were lost
+DATASET_VERSION = 5  # rows keep score_path (relative to data.cache_dir) and notes in / out with the reasons notes were lost; tokenized in isolated workers, bounded
 SPLITS = ("train", "validation", "test")
 
 
@@ -93,10 +101,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def convert_piece(job: tuple[PieceRef, str]) -> dict:
-    """Worker: parse one piece, store it as MIDI + metadata. Runs in an isolated process."""
-    ref, prefix = job
+def convert_piece(job: tuple[PieceRef, str, InputLimits]) -> dict:
+    """Worker: parse one piece within the limits, store it as MIDI + metadata. Runs in an isolated process."""
+    ref, prefix, limits = job
+    size = input_bytes(ref.args)
+    if size is not None:
+        limits.check_bytes(size)
     score = ref.load()
+    limits.check_score(score)  # before the notes are copied into the note schema
     piece = notes_from_score(score)
     if len(piece) == 0:
         raise ValueError("no notes")
@@ -106,41 +118,68 @@ def convert_piece(job: tuple[PieceRef, str]) -> dict:
         "content_hash": piece.content_hash(),
         "n_notes": len(piece),
         "duration_beats": piece.duration_beats,
+        "length_beats": score_beats(score),
+        "length_seconds": score_seconds(score),
     }
     _atomic_write(Path(prefix + ".mid"), score.dumps_midi())
     _atomic_write(Path(prefix + ".json"), json.dumps(meta).encode())
     return meta
 
 
-def convert_pieces(refs: Sequence[PieceRef], cache_dir: Path, num_proc: int, timeout_s: float) -> tuple[list[dict], list[dict]]:
-    """Returns (converted metadata with `score_path`, skips). Parse failures are cached; timeouts are retried next run.
+def convert_pieces(
+    refs: Sequence[PieceRef], cache_dir: Path, num_proc: int, timeout_s: float, limits: InputLimits | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Returns (converted metadata with `score_path`, skips). Parse failures are cached; timeouts and pieces over
+    the limits are tried again next run (the limits may have changed); cached pieces are checked against them.
 
     `score_path` is the cached MIDI file (under `cache_dir`, as given); `score_file` the same path relative to it.
     """
+    limits = limits or InputLimits()
     scores_dir = cache_dir / "scores"
     converted, skipped, todo = [], [], []
     for ref in refs:
         key = _score_key(ref)
         prefix = scores_dir / key[:2] / key
         if (meta_path := prefix.with_suffix(".json")).exists() and prefix.with_suffix(".mid").exists():
-            converted.append(_with_score_path(json.loads(meta_path.read_text()), prefix))
+            meta = _with_lengths(json.loads(meta_path.read_text()), prefix)
+            try:
+                limits.check_meta(meta)
+            except LimitExceeded as err:
+                skipped.append(_skip(ref, "limits", str(err)))
+                continue
+            converted.append(_with_score_path(meta, prefix))
         elif (skip_path := prefix.with_suffix(".skip.json")).exists():
             skipped.append(json.loads(skip_path.read_text()))
         else:
             prefix.parent.mkdir(parents=True, exist_ok=True)
-            todo.append((ref, str(prefix)))
+            todo.append((ref, str(prefix), limits))
     if todo:
         log.info("converting %d pieces (%d cached) with %d processes", len(todo), len(converted), num_proc)
     for outcome in isolated_map(convert_piece, todo, num_proc=num_proc, timeout_s=timeout_s, desc="converting"):
-        ref, prefix = todo[outcome.index]
+        ref, prefix, _ = todo[outcome.index]
         if outcome.ok:
             converted.append(_with_score_path(outcome.value, Path(prefix)))
             continue
-        skip = {"piece_id": ref.piece_id, "style": ref.style, "origin": ref.origin, "stage": "parse", "reason": outcome.reason}
+        over_limit = outcome.error == LimitExceeded.__name__
+        skip = _skip(ref, "limits" if over_limit else "parse", outcome.reason)
         skipped.append(skip)
-        if not outcome.reason.startswith("timed out"):
+        if not over_limit and outcome.error != "timeout":
             _atomic_write(Path(prefix + ".skip.json"), json.dumps(skip).encode())
     return converted, skipped
+
+
+def _skip(ref: PieceRef, stage: str, reason: str) -> dict:
+    return {"piece_id": ref.piece_id, "style": ref.style, "origin": ref.origin, "stage": stage, "reason": reason}
+
+
+def _with_lengths(meta: dict, prefix: Path) -> dict:
+    """Cached metadata written before lengths were recorded gets them from its cached MIDI file (once)."""
+    if "length_beats" in meta and "length_seconds" in meta:
+        return meta
+    score = Score(str(prefix.with_suffix(".mid")))
+    meta = {**meta, "length_beats": score_beats(score), "length_seconds": score_seconds(score)}
+    _atomic_write(prefix.with_suffix(".json"), json.dumps(meta).encode())
+    return meta
 
 
 def _with_score_path(meta: dict, prefix: Path) -> dict:
@@ -180,27 +219,46 @@ def dedupe_and_split(pieces: list[dict], val_fraction: float, test_fraction: flo
 
 
 class _Encoder:
-    """datasets.map function: score file -> ids and bar ids, or the reason it failed (picklable)."""
+    """Worker (isolated process): cached score file -> (ids, bar ids) within the token limit; raises otherwise."""
 
-    def __init__(self, tokenizer: LyriaTokenizer) -> None:
+    def __init__(self, tokenizer: LyriaTokenizer, limits: InputLimits) -> None:
         self.tokenizer = tokenizer
+        self.limits = limits
         self.note_counts = tokenizer.note_counts()
 
-    def __call__(self, row: dict) -> dict:
-        none = {"notes_in": 0, "notes_out": 0, "note_losses": dict.fromkeys(NOTE_LOSS_REASONS, 0)}
-        try:
-            score = Score(row["score_path"])
-            seq = self.tokenizer.encode(score)
-            if len(seq) == 0:
-                raise ValueError("encodes to zero tokens")
-            notes = {
-                "notes_in": int(score.note_num()),
-                "notes_out": self.tokenizer.notes_in_ids(seq.ids, self.note_counts),
-                "note_losses": self.tokenizer.note_losses(score),
-            }
-            return {"ids": seq.ids.tolist(), "bar_ids": seq.bar_ids.tolist(), "error": "", "n_tokens": len(seq), **notes}
-        except Exception as err:  # a piece MidiTok rejects is skipped and reported, never fatal
-            return {"ids": [], "bar_ids": [], "error": f"{type(err).__name__}: {err}", "n_tokens": 0, **none}
+    def __call__(self, score_path: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        score = Score(score_path)
+        seq = self.tokenizer.encode(score)
+        if len(seq) == 0:
+            raise ValueError("encodes to zero tokens")
+        self.limits.check_tokens(len(seq))
+        notes = {
+            "notes_in": int(score.note_num()),
+            "notes_out": self.tokenizer.notes_in_ids(seq.ids, self.note_counts),
+            "note_losses": self.tokenizer.note_losses(score),
+        }
+        return seq.ids, seq.bar_ids, notes
+
+
+def tokenize_pieces(
+    tokenizer: LyriaTokenizer, pieces: list[dict], limits: InputLimits, num_proc: int, timeout_s: float
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, dict]], list[dict]]:
+    """(ids, bar ids and note counts by position in `pieces`, skips). Each piece is tokenized in an isolated worker with a
+    time limit: one the tokenizer rejects, crashes or hangs on, or that is over `max_tokens`, is a skip."""
+    encoded, skipped = {}, []
+    paths = [p["score_path"] for p in pieces]
+    encoder = _Encoder(tokenizer, limits)
+    for outcome in isolated_map(encoder, paths, num_proc=num_proc, timeout_s=timeout_s, desc="tokenizing"):
+        if outcome.ok:
+            encoded[outcome.index] = outcome.value
+            continue
+        piece = pieces[outcome.index]
+        stage = "limits" if outcome.error == LimitExceeded.__name__ else "tokenize"
+        reason = outcome.reason
+        if outcome.error == "timeout":
+            reason += " (data.tokenize_timeout_s)"
+        skipped.append({"piece_id": piece["piece_id"], "style": piece["style"], "stage": stage, "reason": reason})
+    return encoded, skipped
 
 
 def prepare_data(
@@ -213,10 +271,14 @@ def prepare_data(
     split_salt: str = "",
     num_proc: int = 2,
     parse_timeout_s: float = 60.0,
+    limits: InputLimits | None = None,
+    tokenize_timeout_s: float = 120.0,
 ) -> PreparedData:
-    """Runs (or loads from cache) the whole preparation for one source and tokenizer."""
+    """Runs (or loads from cache) the whole preparation for one source and tokenizer; pieces over `limits`
+    (default: `InputLimits()`) are skipped and reported."""
     import datasets
 
+    limits = limits or InputLimits()
     cache_dir = Path(cache_dir)
     for style in source.style_names:
         tokenizer.add_style(style)
@@ -239,6 +301,8 @@ def prepare_data(
                 val_fraction,
                 test_fraction,
                 split_salt,
+                limits.bounds(),
+                tokenize_timeout_s,
             ]
         )
         token_dir = cache_dir / "tokens" / key
@@ -252,7 +316,7 @@ def prepare_data(
             log.info("loaded cached dataset %s in %.2f s", token_dir, time.perf_counter() - started)
             return PreparedData(splits, report, report_path, token_dir, list(tokenizer.styles))
 
-        converted, skipped = convert_pieces(refs, cache_dir, num_proc, parse_timeout_s)
+        converted, skipped = convert_pieces(refs, cache_dir, num_proc, parse_timeout_s, limits)
         skipped = listed_skips + skipped
         kept, duplicates = dedupe_and_split(converted, val_fraction, test_fraction, split_salt)
         if not kept:
@@ -262,41 +326,35 @@ def prepare_data(
             )
         if tokenizer.learned_vocab_size is not None:
             learn_or_load(tokenizer, [p for p in kept if p["split"] == "train"], cache_dir / "vocab")
-        table = datasets.Dataset.from_list(
-            [
-                {
-                    "piece_id": p["piece_id"],
-                    "style": p["style"],
-                    "style_id": tokenizer.styles.index(p["style"]),
-                    "split": p["split"],
-                    "n_notes": p["n_notes"],
-                    "score_path": p["score_path"],
-                    "score_file": p["score_file"],
-                }
-                for p in kept
-            ]
-        )
-        table = table.map(
-            _Encoder(tokenizer),
-            num_proc=num_proc if num_proc > 1 and len(table) >= 4 * num_proc else None,
-            desc="tokenizing",
-            new_fingerprint=key,
-        )
-        for row in table.filter(lambda r: r["error"] != "", new_fingerprint=key + "-err").select_columns(
-            ["piece_id", "style", "error"]
-        ):
-            skipped.append({"piece_id": row["piece_id"], "style": row["style"], "stage": "tokenize", "reason": row["error"]})
-        table = (
-            table.filter(lambda r: r["error"] == "", new_fingerprint=key + "-ok")
-            .remove_columns(["error", "score_path"])
-            .rename_column("score_file", "score_path")
+        encoded, tokenize_skips = tokenize_pieces(tokenizer, kept, limits, num_proc, tokenize_timeout_s)
+        skipped += tokenize_skips
+        rows = [(p, encoded[i]) for i, p in enumerate(kept) if i in encoded]
+        table = datasets.Dataset.from_dict(
+            {
+                "piece_id": [p["piece_id"] for p, _ in rows],
+                "style": [p["style"] for p, _ in rows],
+                "style_id": [tokenizer.styles.index(p["style"]) for p, _ in rows],
+                "split": [p["split"] for p, _ in rows],
+                "n_notes": [p["n_notes"] for p, _ in rows],
+                "score_path": [p["score_file"] for p, _ in rows],
+                "ids": [ids.tolist() for _, (ids, _, _) in rows],
+                "bar_ids": [bars.tolist() for _, (_, bars, _) in rows],
+                "n_tokens": [len(ids) for _, (ids, _, _) in rows],
+                "notes_in": [notes["notes_in"] for _, (_, _, notes) in rows],
+                "notes_out": [notes["notes_out"] for _, (_, _, notes) in rows],
+                "note_losses": [notes["note_losses"] for _, (_, _, notes) in rows],
+            }
         )
         if len(table) == 0:
-            raise NoUsablePiecesError(f"{source.name}: no piece survived tokenization with {tokenizer.name}")
+            raise NoUsablePiecesError(
+                f"{source.name}: no piece survived tokenization with {tokenizer.name}; first reasons: "
+                + "; ".join(f"{s['piece_id']}: {s['reason']}" for s in tokenize_skips[:3])
+            )
         splits = datasets.DatasetDict(
             {s: table.filter(lambda r, s=s: r["split"] == s, new_fingerprint=f"{key}-{s}") for s in SPLITS}
         )
         report = _report(source, refs, tokenizer, splits, skipped, duplicates, time.perf_counter() - started)
+        report["limits"] = limits.bounds()
         splits.save_to_disk(str(token_dir))
         tokenizer.save(token_dir)
         report_path.write_text(json.dumps(report, indent=2))
@@ -344,6 +402,7 @@ def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> di
         "pieces": {s: len(splits[s]) for s in SPLITS},
         "per_style": per_style,
         "skipped_count": len(skipped),
+        "skipped_by_stage": dict(sorted(Counter(s["stage"] for s in skipped).items())),
         "skipped": sorted(skipped, key=lambda s: s["piece_id"]),
         "duplicates_removed": len(duplicates),
         "duplicates": duplicates,

@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lyria.config import ConfigError, EvaluateSchema, build, validate
+from lyria.data.limits import InputLimits
 from lyria.data.prepare import SPLITS, prepare_data
 from lyria.evaluation import FAMILIES
 from lyria.evaluation.assets import AssetStore, digest
@@ -101,6 +102,8 @@ def prepare(data_cfg: DictConfig, tokenizer_cfg: DictConfig):
         split_salt=data_cfg.get("split_salt", ""),
         num_proc=data_cfg.get("num_proc", 2),
         parse_timeout_s=data_cfg.get("parse_timeout_s", 60.0),
+        limits=InputLimits.from_config(data_cfg.get("limits"), "data.limits"),
+        tokenize_timeout_s=data_cfg.get("tokenize_timeout_s", 120.0),
     )
     return tokenizer, prepared
 
@@ -229,7 +232,8 @@ class Sets:
 
 def load_sets(cfg: DictConfig) -> Sets:
     settings = cfg.eval
-    generated, ground_truth, index = load_generated(cfg.generated, settings.num_proc, settings.parse_timeout_s)
+    limits = InputLimits.from_config(cfg.data.get("limits"), "data.limits")  # for the generated and reference files
+    generated, ground_truth, index = load_generated(cfg.generated, settings.num_proc, settings.parse_timeout_s, limits)
     chosen = seeded_choice(len(generated), settings.max_pieces, settings.seed)
     generated, ground_truth = sample(generated, settings.max_pieces, settings.seed), [ground_truth[i] for i in chosen]
     data_cfg, tokenizer_cfg, data_origin, run_config = training_data_config(cfg, index)
@@ -238,7 +242,7 @@ def load_sets(cfg: DictConfig) -> Sets:
     if reference_is_split:
         reference = load_split(prepared, cfg.reference)
     else:
-        reference = load_midi_folder(cfg.reference, "reference", settings.num_proc, settings.parse_timeout_s)
+        reference = load_midi_folder(cfg.reference, "reference", settings.num_proc, settings.parse_timeout_s, limits)
     reference = sample(reference, settings.max_pieces, settings.seed)
     if len(reference) == 0:
         raise ConfigError(f"reference={cfg.reference!r} has no pieces (see {prepared.report_path})")
@@ -338,6 +342,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ("split" if sets.reference_is_split else "dir"): cfg.reference,
             "n_pieces": len(reference),
             "skipped": len(reference.skipped),
+            "skips": reference.skipped,
             "data": sets.data_origin,
             "train_pieces": len(sets.train),
         },

@@ -54,7 +54,7 @@ def summary_lines(document: dict, paths: dict[str, Path]) -> list[str]:
         "",
         "lyria evaluation",
         "----------------",
-        f"{generated['n_pieces']} generated pieces ({generated['skipped']} unreadable) vs {reference['n_pieces']} reference pieces "
+        f"{generated['n_pieces']} generated pieces ({generated['skipped']} skipped: unreadable or over data.limits) vs {reference['n_pieces']} reference pieces "
         f"({where}); "
         f"real-vs-real baseline: {document['baseline_sets']}",
         f"{'':52s} {'generated':>10s} {'real-vs-real':>13s}",
@@ -120,7 +120,7 @@ def write_report(document: dict, results: dict[str, FamilyResult], names: list[s
     lines = [
         "# lyria evaluation",
         "",
-        f"- generated: `{generated['dir']}`: {generated['n_pieces']} pieces, {generated['skipped']} unreadable"
+        f"- generated: `{generated['dir']}`: {generated['n_pieces']} pieces, {generated['skipped']} skipped (unreadable or over data.limits)"
         + (f", checkpoint `{generated['checkpoint']}`" if generated.get("checkpoint") else ""),
         f"- reference: {reference.get('split') or reference.get('dir')} ({reference['n_pieces']} pieces; "
         f"data from {reference['data']}; "
@@ -146,7 +146,7 @@ def write_report(document: dict, results: dict[str, FamilyResult], names: list[s
     if plot_files:
         lines += ["## plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_files] + [""]
     if generated["skips"]:
-        lines += ["## unreadable samples", ""] + [f"- `{s['file']}`: {s['reason']}" for s in generated["skips"]] + [""]
+        lines += ["## skipped samples", ""] + [f"- `{s['file']}`: {s['reason']}" for s in generated["skips"]] + [""]
     path.write_text("\n".join(lines))
 
 

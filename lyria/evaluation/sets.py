@@ -2,7 +2,8 @@
 MIDI folder, and the splits of prepared data read from the Score cache.
 
 Files from outside (samples, MIDI folders, prompts) are parsed in isolated worker processes with a time
-limit, as in data preparation: a file that fails is a counted, reported skip. Pieces of prepared data are
+limit and within the per-piece bounds (`data.limits`), as in data preparation: a file that fails or is
+over a bound is a counted, reported skip. Pieces of prepared data are
 read back from the Score cache that preparation wrote.
 """
 
@@ -18,6 +19,7 @@ from symusic import Score
 
 from lyria.data.convert import read_midi_file
 from lyria.data.isolated import isolated_map
+from lyria.data.limits import InputLimits
 from lyria.data.notes import PieceNotes, notes_from_score
 from lyria.data.sources import MIDI_SUFFIXES, MidiFolderSource
 from lyria.evaluation.assets import digest
@@ -29,15 +31,25 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 
 
-def read_notes(path: str) -> PieceNotes:
-    """Worker: a MIDI file in the note schema (an empty or note-less file is an error)."""
-    return notes_from_score(read_midi_file(path))
+def read_notes(job: str | tuple[str, InputLimits]) -> PieceNotes:
+    """Worker: a MIDI file (within the limits, when given) in the note schema (an empty or note-less file is an error)."""
+    path, limits = job if isinstance(job, tuple) else (job, None)
+    if limits is not None:
+        limits.check_file(path)
+    score = read_midi_file(path)
+    if limits is not None:
+        limits.check_score(score)
+    return notes_from_score(score)
 
 
-def parse_files(paths: list[str], num_proc: int, timeout_s: float, desc: str) -> tuple[dict[int, PieceNotes], list[dict]]:
-    """Parsed pieces by position in `paths`, and the skips (path and reason)."""
+def parse_files(
+    paths: list[str], num_proc: int, timeout_s: float, desc: str, limits: InputLimits | None = None
+) -> tuple[dict[int, PieceNotes], list[dict]]:
+    """Parsed pieces by position in `paths`, and the skips (path and reason). `limits`: default InputLimits()."""
     pieces, skipped = {}, []
-    for outcome in isolated_map(read_notes, paths, num_proc=num_proc, timeout_s=timeout_s, desc=desc):
+    limits = limits or InputLimits()
+    jobs = [(path, limits) for path in paths]
+    for outcome in isolated_map(read_notes, jobs, num_proc=num_proc, timeout_s=timeout_s, desc=desc):
         if outcome.ok:
             pieces[outcome.index] = outcome.value
         else:
@@ -98,7 +110,7 @@ def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
 
 
 def load_generated(
-    folder: str | Path, num_proc: int = 2, timeout_s: float = 60.0
+    folder: str | Path, num_proc: int = 2, timeout_s: float = 60.0, limits: InputLimits | None = None
 ) -> tuple[PieceSet, list[PieceNotes | None], dict | None]:
     """(the generated set, the real piece each sample continues or fills (None where none), index.json or None)."""
     folder = Path(folder)
@@ -109,7 +121,10 @@ def load_generated(
     if not entries:
         raise ValueError(f"generated={str(folder)!r} holds no MIDI files and no {INDEX_FILE} listing any")
     paths = [str(folder / e["file"]) for e in entries]
-    parsed, skipped = parse_files(paths, num_proc, timeout_s, "reading samples")
+    parsed, skipped = parse_files(paths, num_proc, timeout_s, "reading samples", limits)
+    if skipped:
+        log.warning("%d of %d samples in %s skipped (listed under generated.skips in metrics.json); first: %s: %s",
+                    len(skipped), len(paths), folder, Path(skipped[0]["file"]).name, skipped[0]["reason"])
     kept = sorted(parsed)
     if not kept:
         reasons = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in skipped[:3])
@@ -124,7 +139,7 @@ def load_generated(
         skipped,
     )
     originals = sorted({str(e["ground_truth"]) for e in chosen if e.get("ground_truth")})
-    truth_by_path, truth_skips = parse_files(originals, num_proc, timeout_s, "reading prompts")
+    truth_by_path, truth_skips = parse_files(originals, num_proc, timeout_s, "reading prompts", limits)
     for skip in truth_skips:
         log.warning("%s cannot be read (%s): the samples made from it get no continuation scores", skip["file"], skip["reason"])
     truths = {originals[i]: piece for i, piece in truth_by_path.items()}
@@ -132,13 +147,15 @@ def load_generated(
     return generated, ground_truth, index
 
 
-def load_midi_folder(folder: str | Path, label: str, num_proc: int = 2, timeout_s: float = 60.0) -> PieceSet:
+def load_midi_folder(
+    folder: str | Path, label: str, num_proc: int = 2, timeout_s: float = 60.0, limits: InputLimits | None = None
+) -> PieceSet:
     """Every MIDI file under `folder` (style: first sub-folder's name, as `data=midi_folder` reads it)."""
     source = MidiFolderSource(str(folder))
     refs = source.pieces()
     if not refs:
         raise ValueError(f"reference={str(folder)!r} holds no .mid/.midi files")
-    parsed, skipped = parse_files([r.args[0] for r in refs], num_proc, timeout_s, f"reading {label}")
+    parsed, skipped = parse_files([r.args[0] for r in refs], num_proc, timeout_s, f"reading {label}", limits)
     kept = sorted(parsed)
     if not kept:
         raise ValueError(f"none of the {len(refs)} MIDI files under {folder} could be read; first: {skipped[0]['reason']}")

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lyria.checkpoint import load_model
-from lyria.files import atomic_write
 from lyria.config import ConfigError, GenerateSchema, build, check_arguments, validate
+from lyria.data.limits import InputLimits
+from lyria.files import atomic_write
 from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
@@ -31,11 +32,12 @@ def build_sampler(cfg: DictConfig) -> Sampler:
     return Sampler(model, tokenizer, processors, device=cfg.device, window=window)
 
 
-def _read_midi(path: str, what: str):
-    """The prompt or infill file; one that does not read is the user's to fix (a ConfigError naming the key)."""
+def _read_midi(path: str, what: str, limits: InputLimits):
+    """The prompt or infill file within the input limits; one that does not read is the user's to fix (a
+    ConfigError naming the key)."""
     try:
-        return read_midi(path, what)
-    except ValueError as err:
+        return read_midi(path, what, limits)
+    except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from err
 
 
@@ -57,6 +59,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     mode = _mode(cfg)
     renderers = build_renderers(cfg.render)  # an unknown format or a missing FluidSynth fails here, before sampling
     limits = Limits(max_new_tokens=cfg.max_new_tokens, max_bars=cfg.max_bars, max_seconds=cfg.max_seconds)
+    input_limits = InputLimits.from_config(cfg.input_limits, "input_limits")
+    source = None  # the prompt or the piece to infill, read (and refused) before the model is loaded
+    if mode != "new":
+        source = _read_midi(cfg.prompt if mode == "continue" else cfg.infill, "prompt" if mode == "continue" else "infill", input_limits)
     sampler = build_sampler(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,9 +70,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     common = dict(n=cfg.n, seed=cfg.seed, limits=limits, batch_size=cfg.batch_size)
     with tqdm(total=cfg.n, desc="generating", unit="piece") as progress:
         if mode == "continue":
-            pieces = continue_piece(sampler, _read_midi(cfg.prompt, "prompt"), prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
+            pieces = continue_piece(sampler, source, prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
         elif mode == "infill":
-            pieces = infill_piece(sampler, _read_midi(cfg.infill, "infill"), str(cfg.bars), progress=progress.update, **common)
+            pieces = infill_piece(sampler, source, str(cfg.bars), progress=progress.update, **common)
         else:
             pieces = new_pieces(sampler, progress=progress.update, **common)
     samples, failures = _render(pieces, out_dir, renderers, cfg.batch_size)

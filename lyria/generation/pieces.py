@@ -18,6 +18,9 @@ import numpy as np
 from symusic import Note, Score, Track
 
 from lyria.config import ConfigError
+from lyria.data.convert import drop_impossible_events
+from lyria.data.isolated import isolated_map
+from lyria.data.limits import InputLimits
 from lyria.generation.sampler import Generated, Limits, Sampler, sample_seed
 from lyria.tokenizers.infilling import infilling_layout
 
@@ -33,15 +36,30 @@ class Piece:
     error: str | None = None
 
 
-def read_midi(path: str | Path, what: str = "prompt") -> Score:
-    """A MIDI file with notes, or a ValueError / FileNotFoundError naming the setting and the file."""
+def _read_bounded(job: tuple[str, InputLimits]) -> Score:
+    """Worker (isolated process): the file's size, then its notes and length, within the limits."""
+    path, limits = job
+    limits.check_file(path)
+    score = drop_impossible_events(Score(path))
+    limits.check_score(score)
+    return score
+
+
+def read_midi(path: str | Path, what: str = "prompt", limits: InputLimits | None = None, timeout_s: float = 60.0) -> Score:
+    """A MIDI file with notes within `limits` (default `InputLimits(where="input_limits")`), or a one-line
+    ValueError / FileNotFoundError naming the setting and the file.
+
+    The file is parsed in a separate process with a time limit, so a file that crashes or hangs the parser
+    is an error like any other."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}={str(path)!r}: no such MIDI file")
-    try:
-        score = Score(str(path))
-    except Exception as err:  # symusic raises several types on malformed files
-        raise ValueError(f"{what}={str(path)!r} is not a readable MIDI file: {err}") from err
+    limits = limits or InputLimits(where="input_limits")
+    (outcome,) = isolated_map(_read_bounded, [(str(path), limits)], timeout_s=timeout_s, desc=f"reading {what}")
+    if not outcome.ok:
+        problem = "is over a limit" if outcome.error == "LimitExceeded" else "is not a readable MIDI file"
+        raise ValueError(f"{what}={str(path)!r} {problem}: {outcome.reason}")
+    score = outcome.value
     if score.note_num() == 0:
         raise ValueError(f"{what}={str(path)!r} has no notes")
     return score

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from lyria.checkpoint import checkpoint_problem, newest_intact_checkpoint
 from lyria.config import ConfigError, TrainSchema, build, check_arguments, validate
 from lyria.data.datamodule import MusicDataModule
+from lyria.data.limits import InputLimits
 from lyria.data.prepare import prepare_data
 from lyria.files import atomic_write
 from lyria.training.baselines import unigram_log_probs, unigram_loss
@@ -51,6 +52,8 @@ def build_tokenizer_and_data(cfg: DictConfig):
         split_salt=data.split_salt,
         num_proc=data.num_proc,
         parse_timeout_s=data.parse_timeout_s,
+        limits=InputLimits.from_config(data.limits, "data.limits"),
+        tokenize_timeout_s=data.tokenize_timeout_s,
     )
     return tokenizer, prepared
 

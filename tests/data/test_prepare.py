@@ -38,10 +38,13 @@ def test_changed_tokenizer_setting_rebuilds_tokens_but_reuses_parsed_scores(midi
     first = _prepare(midi_folder, tmp_path / "cache")
     calls = []
     original = prepare_module.isolated_map
-    monkeypatch.setattr(prepare_module, "isolated_map", lambda fn, items, **kw: calls.append(len(items)) or original(fn, items, **kw))
+    monkeypatch.setattr(
+        prepare_module, "isolated_map", lambda fn, items, **kw: calls.append((kw["desc"], len(items))) or original(fn, items, **kw)
+    )
     other = _prepare(midi_folder, tmp_path / "cache", LyriaTokenizer(config={"num_velocities": 8}))
     assert other.cache_path != first.cache_path and not other.report["cache_hit"]
-    assert calls == [0]  # parsed scores and cached parse failures: nothing to parse again
+    # parsed scores and cached parse failures: nothing to parse again; the 12 pieces are tokenized anew
+    assert calls == [("converting", 0), ("tokenizing", 12)]
     assert sum(len(other.splits[s]) for s in ("train", "validation", "test")) == 12
 
 
