@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from tests_support import make_score
 
 from lyria.data import prepare as prepare_module
 from lyria.data.prepare import NoUsablePiecesError, assign_split, prepare_data
@@ -80,3 +81,23 @@ def test_no_usable_piece_is_an_error_naming_the_source(tmp_path):
     (folder / "b.mid").write_bytes(b"")
     with pytest.raises(NoUsablePiecesError, match=r"MIDI folder .*broken.*none of 2 pieces"):
         _prepare(folder, tmp_path / "cache")
+
+
+def test_a_style_keeps_its_slot_when_the_folder_gains_a_style(midi_folder, tmp_path):
+    first = _prepare(midi_folder, tmp_path / "cache")
+    before = LyriaTokenizer.load(first.cache_path).style_slots
+    assert before == {"airs": 0, "jigs": 1}
+    # "ballads" sorts before both: in order it would take slot 0 and move the others
+    for k in range(3):
+        path = midi_folder / "ballads" / f"b{k}.mid"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_score([50 + k + i % 7 for i in range(20)]).dump_midi(str(path))
+    tokenizer = LyriaTokenizer()
+    second = _prepare(midi_folder, tmp_path / "cache", tokenizer)
+    assert tokenizer.style_slots == {"airs": 0, "jigs": 1, "ballads": 2}
+    assert second.report["style_slots"] == tokenizer.style_slots
+    rows = second.splits["train"]
+    assert all(slot == tokenizer.style_slots[style] for style, slot in zip(rows["style"], rows["style_id"]))
+    assert LyriaTokenizer.load(second.cache_path).style_slots == tokenizer.style_slots
+    # the reserved "no style" slot is never given
+    assert tokenizer.null_style_slot not in tokenizer.style_slots.values()
