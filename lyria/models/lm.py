@@ -141,14 +141,17 @@ class LyriaLM(nn.Module):
             for head, emb in zip(self.heads, self.embeddings):
                 head.weight = emb.weight
         # built after the generic initialisation, which would overwrite their zero-initialised parts
+        conditioning = to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"}
+        extra = {"vocab_size": self.vocab_sizes[0]} if _accepts(conditioning, "model.conditioning._target_", Conditioner, "vocab_size") else {}
         self.conditioner: Conditioner = build(
-            to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
+            conditioning,
             "model.conditioning",
             allowed=Conditioner,
             d_model=d_model,
             num_styles=num_styles,
             n_layers=n_layers,
             n_heads=n_heads,
+            **extra,
         )
         self.style_output = StyleOutput(d_model, self.vocab_sizes, num_styles, style_output_rank) if style_output else None
 
@@ -238,6 +241,14 @@ class LyriaLM(nn.Module):
             if bar_ids is not None:
                 cache.last_bar_ids = bar_ids[:, -1:]
         return (logits if self.is_compound else logits[0]), cache
+
+
+def _accepts(cfg: dict, where: str, base: type, *names: str) -> bool:
+    """Whether the class a config node names takes all of these constructor arguments."""
+    import inspect
+
+    params = inspect.signature(resolve_class(cfg.get("_target_"), where, base=base).__init__).parameters
+    return all(name in params for name in names)
 
 
 def _accepts_layer(mixer_cfg: dict) -> bool:
