@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/lyria-train experiment=quickstart hydra.run.dir=$(RUN_DIR)
-	$(BIN)/lyria-generate ckpt=$(RUN_DIR)/checkpoints/best.ckpt n=8 max_bars=16 max_new_tokens=4096 hydra.run.dir=$(RUN_DIR)/samples
+	$(BIN)/lyria-generate ckpt=$(RUN_DIR)/checkpoints/best.ckpt style=all n=3 max_bars=16 max_new_tokens=4096 hydra.run.dir=$(RUN_DIR)/samples
 	@cat $(RUN_DIR)/summary.txt
 	@echo "samples: $(RUN_DIR)/samples (index.json lists every file and any decode failure)"
 	$(BIN)/lyria-evaluate generated=$(RUN_DIR)/samples hydra.run.dir=$(RUN_DIR)/evaluation

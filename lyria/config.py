@@ -201,6 +201,8 @@ class ModelSchema:
     dropout: float = 0.1
     max_seq_len: int = 512
     tie_embeddings: bool = True
+    style_output: bool = False
+    style_output_rank: int = 8
 
 
 @dataclass
@@ -317,6 +319,8 @@ class GenerateSchema:
     field_top_p: Optional[dict[str, float]] = None
     seed: int = 0
     input_limits: InputLimitsSchema = field(default_factory=InputLimitsSchema)
+    style: Any = None
+    cfg_scale: Optional[float] = None
     prompt: Optional[str] = None
     prompt_bars: Optional[int] = None
     infill: Optional[str] = None

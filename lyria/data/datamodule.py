@@ -24,21 +24,48 @@ IGNORE_INDEX = -100
 
 @dataclass
 class SequenceLayout:
-    """How a piece becomes a model sequence: BOS, optional style token, the piece, EOS."""
+    """How a piece becomes a model sequence: BOS, optional style token, the piece, EOS.
+
+    With a style prefix, every training crop and evaluation window starts with BOS and the style token
+    (`head`), wherever in the piece it starts: the model always sees the style, as a generation prompt and
+    every re-read of a full context show it. The re-inserted head's own tokens are never targets.
+    """
 
     bos: np.ndarray
     eos: np.ndarray
     pad_id: int
     style_token_ids: Sequence[int] | None = None  # per style slot; None: no style prefix
 
-    def frame(self, ids: np.ndarray, bar_ids: np.ndarray, style_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def head(self, style_id: int) -> np.ndarray:
         head = [self.bos]
         if self.style_token_ids is not None:
             head.append(np.full_like(self.bos, self.style_token_ids[style_id]))
-        ids = np.concatenate([np.stack(head), ids, self.eos[None]], axis=0)
+        return np.stack(head)
+
+    @property
+    def head_length(self) -> int:
+        return 1 if self.style_token_ids is None else 2
+
+    def frame(self, ids: np.ndarray, bar_ids: np.ndarray, style_id: int) -> tuple[np.ndarray, np.ndarray]:
+        head = self.head(style_id)
+        ids = np.concatenate([head, ids, self.eos[None]], axis=0)
         first_bar = bar_ids[0] if len(bar_ids) else 0
         bars = np.concatenate([np.full(len(head), first_bar), bar_ids, [bar_ids[-1] if len(bar_ids) else 0]])
         return ids, bars.astype(np.int64)
+
+    def window(self, ids: np.ndarray, bars: np.ndarray, begin: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`length` tokens of a framed piece from `begin`: (ids, bars, loss mask or None). Without a style prefix,
+        or from the start, a plain slice; otherwise the head, then the piece from `begin`, with no loss on the
+        head and on the first token after it (the token before `begin` predicted it already)."""
+        if self.style_token_ids is None or begin == 0:
+            return ids[begin : begin + length], bars[begin : begin + length], None
+        h = self.head_length
+        body = ids[begin : begin + length - h]
+        out = np.concatenate([ids[:h], body], axis=0)
+        out_bars = np.concatenate([np.full(h, bars[begin]), bars[begin : begin + length - h]])
+        mask = np.ones(len(out), dtype=bool)
+        mask[: h + 1] = False
+        return out, out_bars, mask
 
 
 @dataclass
@@ -221,7 +248,12 @@ class TrainCrops(Dataset):
         transposition_tables: dict[int, np.ndarray] | None = None,
         pitch_field: int | None = None,
         infilling: InfillingTask | None = None,
+        style_dropout: float = 0.0,
+        null_style: int | None = None,
     ) -> None:
+        if style_dropout > 0 and null_style is None:
+            raise ValueError("condition dropout needs a reserved no-style slot (tokenizer.num_style_slots >= 1)")
+        self.style_dropout, self.null_style = float(style_dropout), null_style
         self.ids = split["ids"]
         self.bar_ids = split["bar_ids"]
         self.style_ids = split["style_id"]
@@ -251,17 +283,30 @@ class TrainCrops(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
         index, epoch, position = key
         rng = np.random.default_rng([self.seed, epoch, position])
-        ids, bars = self.layout.frame(np.asarray(self.ids[index]), np.asarray(self.bar_ids[index]), self.style_ids[index])
+        style = int(self.style_ids[index])
+        # condition dropout from a stream of its own, so that the crops stay those of a run without it
+        if self.style_dropout > 0 and np.random.default_rng([self.seed, epoch, position, 1]).random() < self.style_dropout:
+            style = int(self.null_style)
+        ids, bars = self.layout.frame(np.asarray(self.ids[index]), np.asarray(self.bar_ids[index]), style)
+        mask = None
         if len(ids) > self.max_len:
-            windows = crop_windows(bars, self.max_len)
+            # with a style prefix, a crop from a later bar gets the head re-inserted in front of it, so it holds
+            # max_len - h tokens of the piece
+            h = self.layout.head_length if self.layout.style_token_ids is not None else 0
+            windows = crop_windows(bars, self.max_len - h)
             begin, end = (int(v) for v in windows[rng.integers(len(windows))])
-            ids, bars = ids[begin:end], bars[begin:end]
+            if h and begin > 0:
+                ids, bars, mask = self.layout.window(ids, bars, begin, end - begin + h)
+            else:
+                ids, bars = ids[begin:end], bars[begin:end]
         lo, hi = self.transpose_range
         if (lo, hi) != (0, 0):
             shift = int(rng.integers(lo, hi + 1))
             transposed = self._transpose(ids, shift)
             ids = transposed if transposed is not None else ids
-        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": self.style_ids[index]}
+        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": style}
+        if mask is not None:
+            example["loss_mask"] = mask
         infilled = self.infilling.apply(ids, bars, rng, self.max_len) if self.infilling is not None else None
         if infilled is not None:
             example["tokens"], example["bar_ids"], example["loss_mask"] = infilled
@@ -274,11 +319,18 @@ class EvalWindows(Dataset):
     def __init__(self, split, layout: SequenceLayout, max_len: int) -> None:
         self.windows: list[tuple[int, int]] = []
         self.split, self.layout = split, layout
+        # a window after the first holds the re-inserted head (style prefix) and then the piece
+        h = layout.head_length if layout.style_token_ids is not None else 0
+        if max_len - h < 2:
+            raise ValueError(f"evaluation windows of {max_len} tokens leave no room after the {h}-token head")
         for index, n in enumerate(split["n_tokens"]):
-            framed = n + (3 if layout.style_token_ids is not None else 2)
+            framed = n + 1 + layout.head_length
             # windows overlap by one token, so that every target after the first is predicted once
-            for begin in range(0, max(framed - 1, 1), max_len - 1):
+            self.windows.append((index, 0))
+            begin = max_len - 1
+            while begin + 1 < framed:
                 self.windows.append((index, begin))
+                begin += max_len - h - 1
         self.max_len = max_len
 
     def __len__(self) -> int:
@@ -288,8 +340,11 @@ class EvalWindows(Dataset):
         index, begin = self.windows[i]
         row = self.split[index]
         ids, bars = self.layout.frame(np.asarray(row["ids"]), np.asarray(row["bar_ids"]), row["style_id"])
-        ids, bars = ids[begin : begin + self.max_len], bars[begin : begin + self.max_len]
-        return {"tokens": ids, "bar_ids": bars - bars[0], "style_id": row["style_id"]}
+        ids, bars, mask = self.layout.window(ids, bars, begin, self.max_len)
+        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": row["style_id"]}
+        if mask is not None:
+            example["loss_mask"] = mask
+        return example
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -342,6 +397,7 @@ class MusicDataModule(L.LightningDataModule):
         style_prefix: bool = False,
         infilling_rate: float = 0.0,
         infilling_max_bars: int = 8,
+        style_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.prepared, self.tokenizer = prepared, tokenizer
@@ -350,6 +406,7 @@ class MusicDataModule(L.LightningDataModule):
         self.num_workers, self.seed = int(num_workers), int(seed)
         self.balance_styles = bool(balance_styles)
         self.transpose_range = tuple(int(v) for v in transpose_range)
+        self.style_dropout = float(style_dropout)
         self.layout = SequenceLayout(
             bos=tokenizer.step_ids(tokenizer.bos_id),
             eos=tokenizer.step_ids(tokenizer.eos_id),
@@ -389,7 +446,8 @@ class MusicDataModule(L.LightningDataModule):
         lo, hi = self.transpose_range
         tables = {s: self.tokenizer.transposition_table(s) for s in range(lo, hi + 1) if s != 0}
         dataset = TrainCrops(
-            split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field, self.infilling
+            split, self.layout, self.max_len, self.seed, self.transpose_range, tables, self.tokenizer.pitch_field, self.infilling,
+            self.style_dropout, self.tokenizer.null_style_slot,
         )
         world, rank = self._ranks()
         sampler = EpochSampler(split["style_id"], seed=self.seed, balance_styles=self.balance_styles, num_replicas=world, rank=rank)

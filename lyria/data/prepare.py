@@ -5,6 +5,8 @@ Two caches, both under `data.cache_dir`:
   keyed by the piece's own fingerprint, so bounding or widening the corpus re-parses nothing.
 - `tokens/<key>/`: the tokenized splits; the key covers the pieces, the split settings and every
   tokenizer setting, so a changed setting rebuilds and an unchanged one loads in seconds.
+`style_slots/<source>.json` keeps each source's style-to-slot map, so a style keeps its slot (and its
+style token) when the source gains a style; new styles take free slots.
 `data_report.json` sits beside the token cache: counts per style and split, and every skipped piece
 with its stage and reason.
 
@@ -280,9 +282,8 @@ def prepare_data(
 
     limits = limits or InputLimits()
     cache_dir = Path(cache_dir)
-    for style in source.style_names:
-        tokenizer.add_style(style)
     with _locked(cache_dir / ".lock"):
+        assign_style_slots(source, tokenizer, cache_dir)
         started = time.perf_counter()
         refs = source.pieces(max_pieces_per_style)
         # pieces the source itself set aside (e.g. a style not in data.source.styles), counted as skips
@@ -296,7 +297,7 @@ def prepare_data(
                 DATASET_VERSION,
                 sorted((r.piece_id, _score_key(r)) for r in refs),
                 tokenizer.settings(),
-                tokenizer.styles,
+                sorted(tokenizer.style_slots.items()),
                 sorted(skip["piece_id"] for skip in listed_skips),
                 val_fraction,
                 test_fraction,
@@ -333,7 +334,7 @@ def prepare_data(
             {
                 "piece_id": [p["piece_id"] for p, _ in rows],
                 "style": [p["style"] for p, _ in rows],
-                "style_id": [tokenizer.styles.index(p["style"]) for p, _ in rows],
+                "style_id": [tokenizer.style_slot(p["style"]) for p, _ in rows],
                 "split": [p["split"] for p, _ in rows],
                 "n_notes": [p["n_notes"] for p, _ in rows],
                 "score_path": [p["score_file"] for p, _ in rows],
@@ -370,6 +371,48 @@ def prepare_data(
         return PreparedData(splits, report, report_path, token_dir, list(tokenizer.styles))
 
 
+STYLE_SLOTS_DIR = "style_slots"
+
+
+def slot_map_path(source, cache_dir: str | Path) -> Path:
+    """Where a source's style-to-slot map lives: one file per source identity (a folder, a corpus, a dataset)."""
+    key = str(getattr(source, "slot_map_key", None) or source.name)
+    return Path(cache_dir) / STYLE_SLOTS_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def assign_style_slots(source, tokenizer: LyriaTokenizer, cache_dir: str | Path) -> dict[str, int]:
+    """Gives each of the source's styles its persisted slot, new styles the lowest slots no style of this source
+    ever had, and writes the map back. Call under the cache lock. Returns the tokenizer's style slots."""
+    path = slot_map_path(source, cache_dir)
+    key = str(getattr(source, "slot_map_key", None) or source.name)
+    persisted: dict[str, int] = {}
+    if path.is_file():
+        try:
+            persisted = {str(k): int(v) for k, v in json.loads(path.read_text())["slots"].items()}
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a style slot map ({err}); delete it to assign slots afresh") from err
+    usable = tokenizer.num_style_slots - 1
+    for style in source.style_names:
+        if style in tokenizer.style_slots:
+            continue
+        slot = persisted.get(style)
+        if slot is None or slot >= usable or slot in tokenizer.style_slots.values():
+            taken = set(persisted.values()) | set(tokenizer.style_slots.values())
+            slot = next((s for s in range(usable) if s not in taken), None)
+            if slot is None:  # every slot this source ever used is taken: reuse one no current style holds
+                slot = next((s for s in range(usable) if s not in tokenizer.style_slots.values()), None)
+            if slot is None:
+                tokenizer.add_style(style)  # raises, naming num_style_slots
+            persisted = {k: v for k, v in persisted.items() if v != slot}
+            persisted[style] = slot
+        tokenizer.add_style(style, slot)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"source": key, "slots": dict(sorted(persisted.items(), key=lambda kv: kv[1]))}, indent=2))
+    os.replace(tmp, path)
+    return dict(tokenizer.style_slots)
+
+
 def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> dict:
     per_style: dict[str, dict[str, Any]] = {}
     def empty() -> dict[str, Any]:
@@ -398,6 +441,7 @@ def _report(source, refs, tokenizer, splits, skipped, duplicates, seconds) -> di
         "source": source.name,
         "tokenizer": tokenizer.name,
         "styles": list(tokenizer.styles),
+        "style_slots": dict(tokenizer.style_slots),
         "pieces_listed": len(refs),
         "pieces": {s: len(splits[s]) for s in SPLITS},
         "per_style": per_style,

@@ -85,6 +85,9 @@ class Music21CorpusSource:
     def name(self) -> str:
         return "music21 corpus (" + ", ".join(s.composer for s in self.styles) + ")"
 
+    # one style-to-slot map for the whole corpus, whichever of its folders a config names
+    slot_map_key = "music21 corpus"
+
     @property
     def style_names(self) -> list[str]:
         return [s.name for s in self.styles]

@@ -1,5 +1,9 @@
 """`generate(cfg)`: load a checkpoint, write `n` new pieces, continuations of `prompt=` or infillings of `infill=` in
-every `render.formats` (MIDI, MusicXML, WAV, piano roll), with index.json."""
+every `render.formats` (MIDI, MusicXML, WAV, piano roll), with index.json.
+
+`style=NAME` (a style the checkpoint knows), a list of names, or `all` writes `n` pieces of each style;
+`cfg_scale=S` guides them towards their style (classifier-free guidance). index.json records each sample's
+requested `style`."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from lyria.checkpoint import load_model
 from lyria.config import ConfigError, GenerateSchema, build, check_arguments, validate
 from lyria.data.limits import InputLimits
 from lyria.files import atomic_write
-from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi
+from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi, style_conditioning
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
 
@@ -51,6 +55,30 @@ def _mode(cfg: DictConfig) -> str:
     return "continue" if cfg.prompt is not None else "infill" if cfg.infill is not None else "new"
 
 
+def requested_styles(style: Any, sampler: Sampler, cfg_scale: float | None) -> list[str | None]:
+    """The styles `style=` asks for (None: no style), each checked against the checkpoint before anything is sampled."""
+    if style is None:
+        styles: list[str | None] = [None]
+    elif isinstance(style, str) and style == "all":
+        styles = list(sampler.tokenizer.styles)
+        if not styles or not sampler.model.conditional:
+            raise ConfigError("style=all: this checkpoint knows no styles (an unconditional model, or data without styles)")
+    elif isinstance(style, (list, tuple)) or OmegaConf.is_list(style):
+        styles = [str(s) for s in style]
+        if not styles:
+            raise ConfigError("style=[]: name at least one style, or style=all")
+    else:
+        styles = [str(style)]
+    for name in styles:
+        try:
+            style_conditioning(sampler, name, cfg_scale, 1)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if len(set(styles)) != len(styles):
+        raise ConfigError(f"style={styles}: a style is named twice")
+    return styles
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Writes sample_NNN.{mid,musicxml,wav,png} (the formats of cfg.render) and index.json under cfg.output_dir;
     returns the index."""
@@ -64,17 +92,27 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if mode != "new":
         source = _read_midi(cfg.prompt if mode == "continue" else cfg.infill, "prompt" if mode == "continue" else "infill", input_limits)
     sampler = build_sampler(cfg)
+    styles = requested_styles(cfg.style, sampler, cfg.cfg_scale)
+    if cfg.cfg_scale is not None and not getattr(sampler.model.conditioner, "dropout", 0.0):
+        log.warning("cfg_scale=%s: the model was trained without condition dropout, so its unconditional stream is untrained", cfg.cfg_scale)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    common = dict(n=cfg.n, seed=cfg.seed, limits=limits, batch_size=cfg.batch_size)
-    with tqdm(total=cfg.n, desc="generating", unit="piece") as progress:
-        if mode == "continue":
-            pieces = continue_piece(sampler, source, prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
-        elif mode == "infill":
-            pieces = infill_piece(sampler, source, str(cfg.bars), progress=progress.update, **common)
-        else:
-            pieces = new_pieces(sampler, progress=progress.update, **common)
+    pieces: list[Piece] = []
+    with tqdm(total=cfg.n * len(styles), desc="generating", unit="piece") as progress:
+        for style in styles:
+            # every style draws from the same seeds: samples i of two styles differ by their style only
+            common = dict(n=cfg.n, seed=cfg.seed, limits=limits, batch_size=cfg.batch_size, style=style, cfg_scale=cfg.cfg_scale)
+            if mode == "continue":
+                made = continue_piece(sampler, source, prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
+            elif mode == "infill":
+                made = infill_piece(sampler, source, str(cfg.bars), progress=progress.update, **common)
+            else:
+                made = new_pieces(sampler, progress=progress.update, **common)
+            for piece in made:
+                piece.index += len(pieces)
+                piece.style = style
+            pieces += made
     samples, failures = _render(pieces, out_dir, renderers, cfg.batch_size)
     render_failed = {name: sum(name in entry.get("render_failures", {}) for entry in samples) for name in renderers}
     index = {
@@ -82,6 +120,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "mode": mode,
         "settings": OmegaConf.to_container(cfg, resolve=True),
         "tokenizer": sampler.tokenizer.name,
+        "styles": styles,
+        "cfg_scale": cfg.cfg_scale,
         "seconds": round(time.perf_counter() - started, 2),
         "written": len(samples),
         "repaired": sum("repaired" in entry for entry in samples),
@@ -131,6 +171,7 @@ def _entry(piece: Piece) -> dict[str, Any]:
     result = piece.result
     entry = {
         "index": piece.index,
+        "style": piece.style,
         "n_tokens": int(len(result.ids)),
         "prompt_tokens": result.prompt_length,
         "new_tokens": int(len(result.ids) - result.prompt_length),

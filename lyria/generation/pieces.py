@@ -4,7 +4,8 @@ No CLI or Hydra state: a caller (lyria-generate, a web server) loads a model onc
 and calls these per request. Sample `i` of a request seeded `seed` is the same music whatever the
 batch size. What the tokens do not hold is carried from the input: a continuation keeps the prompt's
 own notes, tempo map, time signatures, key signatures, track names and programs; an infilled piece
-keeps every note outside the span exactly as it was.
+keeps every note outside the span exactly as it was. `style=` asks for a style the checkpoint knows
+(`style_conditioning`), and `cfg_scale=` guides towards it (classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Callable
 import numpy as np
 from symusic import Note, Score, Track
 
+import torch
+
 from lyria.config import ConfigError
 from lyria.data.convert import drop_impossible_events
 from lyria.data.isolated import isolated_map
 from lyria.data.limits import InputLimits
-from lyria.generation.sampler import Generated, Limits, Sampler, sample_seed
+from lyria.generation.sampler import Generated, Guidance, Limits, Sampler, sample_seed
 from lyria.tokenizers.infilling import infilling_layout
 
 
@@ -34,6 +37,7 @@ class Piece:
     score: Score | None
     repaired: str | None = None
     error: str | None = None
+    style: str | None = None  # the style asked for (None: no style)
 
 
 def _read_bounded(job: tuple[str, InputLimits]) -> Score:
@@ -102,6 +106,46 @@ def tempo_seconds(score: Score) -> Callable[[float], float]:
     return seconds
 
 
+@dataclass
+class StyleConditioning:
+    """What a request for a style becomes: the prompt's head (BOS, and the style token for the style-token
+    scheme), one row of conditioning per sample, and the guidance towards the style (or None)."""
+
+    head: np.ndarray
+    cond: dict | None
+    guidance: Guidance | None
+    slot: int | None
+
+
+def style_conditioning(sampler: Sampler, style: str | None, cfg_scale: float | None, n: int) -> StyleConditioning:
+    """The head, conditioning and guidance of `n` samples of `style` (None: no style) guided by `cfg_scale`
+    (None: no guidance). A style the checkpoint does not know, or a style for an unconditional model, is a
+    ValueError naming what it knows."""
+    tok, model = sampler.tokenizer, sampler.model
+    bos = tok.step_ids(tok.bos_id)[None]
+    if style is None and cfg_scale is None:
+        if not model.conditional:
+            return StyleConditioning(bos, None, None, None)
+    elif not model.conditional:
+        raise ValueError(
+            f"style={style!r} cfg_scale={cfg_scale}: this checkpoint's model is unconditional (model.conditioning=none, "
+            "model.style_output=false); train with a conditioning scheme to ask for a style"
+        )
+    if style is not None and style not in tok.style_slots:
+        raise ValueError(f"style={style!r} is not a style this checkpoint knows; it knows {tok.styles}")
+    if cfg_scale is not None and style is None:
+        raise ValueError(f"cfg_scale={cfg_scale} guides towards a style: give style=NAME (one of {tok.styles})")
+    null = model.null_style
+    slot = null if style is None else tok.style_slot(style)
+
+    def head(slot: int) -> np.ndarray:
+        return np.concatenate([bos, tok.step_ids(tok.style_token_id(slot))[None]]) if model.uses_style_token else bos
+
+    cond = {"style": torch.full((n,), slot, dtype=torch.long)}
+    guidance = None if cfg_scale is None else Guidance(float(cfg_scale), head(null), {"style": torch.tensor([null])})
+    return StyleConditioning(head(slot), cond, guidance, None if style is None else slot)
+
+
 def _sample(
     sampler: Sampler, prompt: np.ndarray, n: int, seed: int, limits: Limits, batch_size: int, cond: dict | None, progress, **options
 ) -> list[Generated]:
@@ -131,12 +175,21 @@ def _pieces(results: list[Generated], build: Callable[[Generated], tuple[Score, 
 
 
 def new_pieces(
-    sampler: Sampler, n: int, seed: int = 0, limits: Limits | None = None, batch_size: int = 8, cond: dict | None = None, progress=None
+    sampler: Sampler,
+    n: int,
+    seed: int = 0,
+    limits: Limits | None = None,
+    batch_size: int = 8,
+    cond: dict | None = None,
+    progress=None,
+    style: str | None = None,
+    cfg_scale: float | None = None,
 ) -> list[Piece]:
-    """`n` pieces from BOS."""
+    """`n` pieces from BOS (and the style's token for the style-token scheme)."""
     tok = sampler.tokenizer
-    prompt = tok.step_ids(tok.bos_id)[None]
-    results = _sample(sampler, prompt, n, seed, limits or Limits(), batch_size, cond, progress)
+    request = style_conditioning(sampler, style, cfg_scale, n)
+    cond = request.cond if cond is None else cond
+    results = _sample(sampler, request.head, n, seed, limits or Limits(), batch_size, cond, progress, guidance=request.guidance)
     return _pieces(results, lambda result: decode_or_repair(tok, result.ids))
 
 
@@ -209,15 +262,17 @@ def _cut_events(score: Score, end_tick: int) -> None:
         events.extend(kept)
 
 
-def encode_prompt(tokenizer, score: Score, prompt_bars: int | None) -> tuple[np.ndarray, float]:
-    """BOS and the prompt's tokens (its first `prompt_bars` bars), and where the continuation starts (quarters)."""
+def encode_prompt(tokenizer, score: Score, prompt_bars: int | None, head: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """`head` (default BOS) and the prompt's tokens (its first `prompt_bars` bars), and where the continuation
+    starts (quarters)."""
     seq = tokenizer.encode(score)
     ids, bars = seq.ids, seq.bar_ids
     if prompt_bars is not None:
         if prompt_bars < 1:
             raise ConfigError(f"prompt_bars must be >= 1, got {prompt_bars}")
         ids = ids[bars < prompt_bars]
-    prompt = np.concatenate([tokenizer.step_ids(tokenizer.bos_id)[None], ids], axis=0)
+    head = tokenizer.step_ids(tokenizer.bos_id)[None] if head is None else head
+    prompt = np.concatenate([head, ids], axis=0)
     tracker = tokenizer.new_bar_tracker()
     tracker.run(prompt)
     if prompt_bars is not None and int(bars.max()) >= prompt_bars:
@@ -237,13 +292,17 @@ def continue_piece(
     batch_size: int = 8,
     cond: dict | None = None,
     progress=None,
+    style: str | None = None,
+    cfg_scale: float | None = None,
 ) -> list[Piece]:
     """`n` continuations of `prompt` (its first `prompt_bars` bars when given; a prompt longer than the
     context keeps its opening and its end in view). Output: the prompt's own notes and events, then the
     generated notes from where the prompt ends (the start of bar `prompt_bars`, or its last event) in its
     tracks; `limits.max_bars` and `max_seconds` count the prompt too."""
     tok = sampler.tokenizer
-    ids, start = encode_prompt(tok, prompt, prompt_bars)
+    request = style_conditioning(sampler, style, cfg_scale, n)
+    cond = request.cond if cond is None else cond
+    ids, start = encode_prompt(tok, prompt, prompt_bars, request.head)
     limits = limits or Limits()
     if limits.seconds_at is None:
         limits = Limits(limits.max_new_tokens, limits.max_bars, limits.max_seconds, tempo_seconds(prompt))
@@ -274,7 +333,7 @@ def continue_piece(
         _carry_time_signatures(out, decoded, start)
         return out, repaired
 
-    results = _sample(sampler, ids, n, seed, limits, batch_size, cond, progress)
+    results = _sample(sampler, ids, n, seed, limits, batch_size, cond, progress, guidance=request.guidance)
     return _pieces(results, build)
 
 
@@ -314,6 +373,8 @@ def infill_piece(
     batch_size: int = 8,
     cond: dict | None = None,
     progress=None,
+    style: str | None = None,
+    cfg_scale: float | None = None,
 ) -> list[Piece]:
     """`n` versions of `score` whose bars `bars` ("5-8": 1-based, inclusive, as the tokenizer counts bars)
     are written anew to fit what comes before and after; every note outside them stays as it was."""
@@ -323,24 +384,26 @@ def infill_piece(
             f"infilling needs a tokenizer whose tokens mark bars (remi, cpword, octuple); {tok.name} carries time as "
             "shifts between events, so a gap's end cannot be placed"
         )
+    request = style_conditioning(sampler, style, cfg_scale, n)
+    cond = request.cond if cond is None else cond
     first, end = parse_bars(bars)
     seq = tok.encode(score)
     piece_bars = int(seq.bar_ids.max()) + 1
     if end > piece_bars:
         raise ConfigError(f"bars={first + 1}-{end}: the piece has {piece_bars} bars")
-    bos = tok.step_ids(tok.bos_id)[None]
-    ids = np.concatenate([bos, seq.ids], axis=0)
-    bar_ids = np.concatenate([[0], seq.bar_ids])
+    head = len(request.head)
+    ids = np.concatenate([request.head, seq.ids], axis=0)
+    bar_ids = np.concatenate([[0] * head, seq.bar_ids])
     tracker = tok.new_bar_tracker()
     tracker.run(ids[bar_ids < end])
     ticks = tracker.tables.ticks_per_quarter
     span = (tracker.bar_start(first) / ticks, tracker.bar_start(end) / ticks)
-    prompt = _infilling_prompt(tok, ids, bar_ids, (first, end), sampler.window.size(sampler.model.max_seq_len) // 2)
+    prompt = _infilling_prompt(tok, ids, bar_ids, (first, end), sampler.window.size(sampler.model.max_seq_len) // 2, head)
     tracker = tok.new_bar_tracker()
     tracker.run(prompt)
     # the span ends at its last bar (counted as the prompt's tracker counts), whatever else was asked
     limits = Limits((limits or Limits()).max_new_tokens, tracker.gap_bar + end - first)
-    prefix = ids[bar_ids < first] if first > 0 else ids[:1]
+    prefix = ids[bar_ids < first] if first > 0 else ids[:head]
     tpq = score.ticks_per_quarter
 
     def build(result: Generated) -> tuple[Score, str | None]:
@@ -349,28 +412,32 @@ def infill_piece(
         _place_notes(out, _quarter_notes(decoded), span, tok)
         return out, repaired
 
-    results = _sample(sampler, prompt, n, seed, limits, batch_size, cond, progress, end_id=tok.sep_id, pinned=len(prompt))
+    results = _sample(
+        sampler, prompt, n, seed, limits, batch_size, cond, progress, end_id=tok.sep_id, pinned=len(prompt), guidance=request.guidance
+    )
     return _pieces(results, build)
 
 
-def _infilling_prompt(tokenizer, ids: np.ndarray, bar_ids: np.ndarray, span: tuple[int, int], budget: int) -> np.ndarray:
-    """BOS, prefix, FILLs, suffix, SEP, in at most `budget` steps: the prefix loses whole bars from its
+def _infilling_prompt(
+    tokenizer, ids: np.ndarray, bar_ids: np.ndarray, span: tuple[int, int], budget: int, head: int = 1
+) -> np.ndarray:
+    """The `head` (BOS, a style token), prefix, FILLs, suffix, SEP, in at most `budget` steps: the prefix loses whole bars from its
     start and the suffix steps from its end, so that what sits next to the gap stays in view."""
     first, end = span
     fill, sep = tokenizer.step_ids(tokenizer.fill_id), tokenizer.step_ids(tokenizer.sep_id)
-    room = budget - 2 - (end - first)
+    room = budget - 1 - head - (end - first)
     if room < 2:
         raise ConfigError(f"bars {first + 1}-{end} need {end - first} FILL steps, more than the context allows ({budget}); infill fewer bars")
-    body, body_bars = ids[1:], bar_ids[1:]
+    body, body_bars = ids[head:], bar_ids[head:]
     n_prefix, n_suffix = int((body_bars < first).sum()), int((body_bars >= end).sum())
     keep_prefix = min(n_prefix, max(room // 2, room - n_suffix))
     cut = n_prefix - keep_prefix
     while 0 < cut < n_prefix and body_bars[cut] == body_bars[cut - 1]:  # start the prefix at a bar start
         cut += 1
     suffix_end = n_prefix + int(((body_bars >= first) & (body_bars < end)).sum()) + min(n_suffix, room - (n_prefix - cut))
-    kept = np.concatenate([ids[:1], body[cut:suffix_end]], axis=0)
-    kept_bars = np.concatenate([[0], body_bars[cut:suffix_end]])
-    layout = infilling_layout(kept, kept_bars, span, fill, sep, head=1)
+    kept = np.concatenate([ids[:head], body[cut:suffix_end]], axis=0)
+    kept_bars = np.concatenate([[0] * head, body_bars[cut:suffix_end]])
+    layout = infilling_layout(kept, kept_bars, span, fill, sep, head=head)
     return layout.ids[: layout.prompt_length]
 
 
@@ -382,5 +449,6 @@ __all__ = [
     "new_pieces",
     "parse_bars",
     "read_midi",
+    "style_conditioning",
     "tempo_seconds",
 ]

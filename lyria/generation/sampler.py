@@ -6,6 +6,10 @@ tokens come from the tokenizer's bar tracker, the same code that labels training
 context is full, a model whose mixers stream (windows, convolutions, bar summaries) goes on through its
 cache; any other re-reads a shortened sequence (`ContextWindow`). Rows stop at their end token, or at
 `max_bars`, `max_seconds` or `max_new_tokens` (`Limits`), and leave the batch when they do.
+
+Classifier-free guidance (`Guidance`) is a step of this loop: every row has a conditional and an
+unconditional stream, batched together through one KV cache (rows 0..B-1 and B..2B-1); each step's logits
+are `uncond + scale * (cond - uncond)` before the processors, and the drawn token joins both streams.
 """
 
 from __future__ import annotations
@@ -108,6 +112,33 @@ class ContextWindow:
 
 
 @dataclass
+class Guidance:
+    """Classifier-free guidance: the unconditional stream's prompt head and conditioning, and the scale.
+
+    `head`: the unconditional stream's first tokens (its prompt's pinned part: BOS and the "no style" token
+    for the style-token scheme), which replace the conditional prompt's at every read of the context;
+    everything after them is shared. `cond`: one row of conditioning for the unconditional stream (the
+    "no style" slot). scale 1 gives the conditional logits exactly and 0 the unconditional ones.
+    """
+
+    scale: float
+    head: np.ndarray
+    cond: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.scale) or self.scale < 0:
+            raise ValueError(f"cfg_scale must be a finite number >= 0, got {self.scale}")
+        self.head = np.asarray(self.head, dtype=np.int64)
+
+    def combine(self, cond: Tensor, uncond: Tensor) -> Tensor:
+        if self.scale == 1.0:
+            return cond
+        if self.scale == 0.0:
+            return uncond
+        return uncond + self.scale * (cond - uncond)
+
+
+@dataclass
 class Generated:
     """One sampled sequence: all ids (prompt included), their bar ids, how many came from the prompt, why it stopped."""
 
@@ -188,11 +219,25 @@ class Sampler:
         self.device = torch.device(device)
         self.window = window or ContextWindow()
 
-    def _forward(self, tokens: Tensor, bar_ids: Tensor, cond: dict | None, cache):
-        """The model's logits of the last position, one (B, V) tensor per field, and the cache."""
+    def _forward(self, tokens: Tensor, bar_ids: Tensor, cond: dict | None, cache, guidance: Guidance | None = None):
+        """The model's logits of the last position, one (B, V) tensor per field, and the cache.
+
+        With guidance the cache holds 2B rows (the B conditional streams, then their B unconditional ones):
+        the tokens go through both (with the unconditional head where the read starts at the beginning) and
+        the logits are combined into B rows."""
+        if guidance is not None:
+            rows = tokens.shape[0]
+            uncond = tokens.clone()
+            if cache.length == 0:  # a read from the start: the unconditional stream has its own head
+                head = torch.from_numpy(guidance.head).to(tokens.device)
+                uncond[:, : len(head)] = head
+            tokens, bar_ids = torch.cat([tokens, uncond]), torch.cat([bar_ids, bar_ids])
+            cond = _concat(cond, _select(guidance.cond, [0] * rows))
         logits, cache = self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
-        fields = logits if isinstance(logits, list) else [logits]
-        return [f[:, -1].float() for f in fields], cache
+        fields = [f[:, -1].float() for f in (logits if isinstance(logits, list) else [logits])]
+        if guidance is not None:
+            fields = [guidance.combine(f[:rows], f[rows:]) for f in fields]
+        return fields, cache
 
     def _sample_step(self, fields: list[Tensor], ctx: StepContext, uniforms: Tensor) -> Tensor:
         """Draws a step field by field; each field's processors see the fields already drawn (`partial`)."""
@@ -204,7 +249,7 @@ class Sampler:
             picks.append(draw(scores.softmax(-1), uniforms[:, index].to(scores.device)))
         return torch.stack(picks, dim=-1) if self.model.is_compound else picks[0]
 
-    def _read(self, rows: _Rows, pinned: int, cond: dict | None, cache, context: int):
+    def _read(self, rows: _Rows, pinned: int, cond: dict | None, cache, context: int, guidance: Guidance | None = None):
         """Prefills the cache with each row's kept tokens (all of them when they fit) and returns the logits."""
         if rows.length < context:
             tokens = rows.ids[:, : rows.length]
@@ -216,7 +261,7 @@ class Sampler:
             rows.bar_offset = np.array([k[2] for k in kept], dtype=np.int64)
             rows.rereads += 1
             cache = cache.restart()
-        return self._forward(tokens.to(self.device), torch.from_numpy(bars).to(self.device), cond, cache)
+        return self._forward(tokens.to(self.device), torch.from_numpy(bars).to(self.device), cond, cache, guidance)
 
     @torch.inference_mode()
     def generate(
@@ -227,11 +272,13 @@ class Sampler:
         cond: dict | None = None,
         end_id: int | None = None,
         pinned: int | None = None,
+        guidance: Guidance | None = None,
     ) -> list[Generated]:
         """Continuations of one prompt (ids, BOS included; (T,) or (T, F)), one per seed (an int: seeds 0..n-1).
 
         end_id: the token that ends a row (EOS; SEP for an infilled span). pinned: how many leading prompt
         tokens a re-read always keeps (default: its leading special tokens). `cond` holds batch-first tensors.
+        guidance: classifier-free guidance (its head must fit inside the pinned tokens, which every re-read keeps).
         """
         limits = limits or Limits()
         seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -245,6 +292,8 @@ class Sampler:
         first_field = prompt[:, 0] if prompt.ndim == 2 else prompt
         if pinned is None:
             pinned = int(np.argmax(first_field >= tok.num_special)) if (first_field >= tok.num_special).any() else len(prompt)
+        if guidance is not None and len(guidance.head) > pinned:
+            raise ValueError(f"the unconditional head has {len(guidance.head)} tokens, more than the {pinned} pinned prompt tokens")
         context = self.model.max_seq_len
         trackers = [tok.new_bar_tracker() for _ in range(n)]
         prompt_bars = trackers[0].run(prompt)
@@ -257,11 +306,11 @@ class Sampler:
         bars[0, : len(prompt)] = prompt_bars
         rows = _Rows(list(range(n)), ids, bars, trackers, np.zeros(1, dtype=np.int64), len(prompt))
         # the prompt is read once and its cache shared by every row
-        fields, cache = self._read(rows, pinned, _select(cond, [0]), self.model.new_cache(), context)
+        fields, cache = self._read(rows, pinned, _select(cond, [0]), self.model.new_cache(), context, guidance)
         spread = [0] * n
         rows.ids, rows.bars, rows.bar_offset = rows.ids[spread], rows.bars[spread], rows.bar_offset[spread]
         fields = [f[spread] for f in fields]
-        cache = cache.select(torch.tensor(spread, device=self.device))
+        cache = cache.select(torch.tensor(_streams(spread, 1, guidance), device=self.device))
         random = RowRandom(seeds, len(fields))
         ctx = StepContext(history=rows.ids[:, : rows.length], field=0, tokenizer=tok, step=0, trackers=rows.trackers, end_id=end_id)
         for step in range(limits.max_new_tokens):
@@ -295,14 +344,28 @@ class Sampler:
                 rows.keep(active)
                 random.select(active)
                 cond = _select(cond, active)
-                cache = cache.select(torch.tensor(active, device=self.device))
+                cache = cache.select(torch.tensor(_streams(active, len(finished) + len(active), guidance), device=self.device))
                 step_ids = step_ids[active]
             if cache.length >= context and not self.model.streams:
-                fields, cache = self._read(rows, pinned, cond, cache, context)
+                fields, cache = self._read(rows, pinned, cond, cache, context, guidance)
             else:
                 model_bars = torch.from_numpy(rows.bars[:, rows.length - 1 : rows.length] - rows.bar_offset[:, None])
-                fields, cache = self._forward(step_ids[:, None].to(self.device), model_bars.to(self.device), cond, cache)
+                fields, cache = self._forward(step_ids[:, None].to(self.device), model_bars.to(self.device), cond, cache, guidance)
         return [rows.results[i] for i in range(n)]
+
+
+def _streams(rows: list[int], batch: int, guidance: Guidance | None) -> list[int]:
+    """Cache rows of the given rows of a batch of `batch`: with guidance, their conditional and unconditional streams."""
+    return rows if guidance is None else list(rows) + [batch + r for r in rows]
+
+
+def _concat(first: dict | None, second: dict | None) -> dict | None:
+    """Two conditionings stacked along the batch (the conditional streams, then the unconditional ones)."""
+    if first is None and second is None:
+        return None
+    if first is None or second is None or set(first) != set(second):
+        raise ValueError("guidance needs the conditional and the unconditional conditioning to hold the same keys")
+    return {key: torch.cat([first[key], second[key]]) if isinstance(first[key], Tensor) else first[key] for key in first}
 
 
 def _select(cond: dict | None, rows: list[int]) -> dict | None:

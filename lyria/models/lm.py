@@ -1,7 +1,9 @@
 """LyriaLM: a decoder-only Transformer over MIDI-like events, with swappable mixers and a KV cache.
 
-A block is norm -> mixer -> residual -> norm -> FFN -> residual, with a conditioning hook. Compound
-tokenizers give several ids per step: their embeddings are summed and each field has its own head.
+A block is norm -> mixer -> residual -> (cross-attention) -> norm -> FFN -> residual; the conditioner
+(lyria.models.conditioning) acts inside it at the norms' outputs, the sublayers' outputs and the
+cross-attention, and `model.style_output` adds a style-conditioned output layer. Compound tokenizers
+give several ids per step: their embeddings are summed and each field has its own head.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lyria.config import build, resolve_class, to_plain
-from lyria.models.conditioning import Conditioner
+from lyria.models.conditioning import Conditioner, StyleOutput
 from lyria.models.mixers.base import Mixer, MixerContext
 from lyria.models.positions import Positional
 
@@ -23,13 +25,14 @@ from lyria.models.positions import Positional
 class Cache:
     """Incremental-decoding state: one entry per layer, the number of tokens seen, the last token's bar id.
 
-    Layer entries are dicts of batch-first tensors that mixers may update in place. State that holds
-    for the whole generation (a conditioning memory, say) belongs in fields that `restart` keeps.
+    Layer entries are dicts of batch-first tensors that mixers may update in place. `memory` holds what
+    lasts the whole generation (a conditioning memory's keys and values): `restart` keeps it.
     """
 
     layers: list[dict] = field(default_factory=list)
     length: int = 0
     last_bar_ids: Tensor | None = None
+    memory: dict = field(default_factory=dict)
 
     def select(self, rows: Tensor) -> "Cache":
         """The cache of the given batch rows only (e.g. without sequences that have ended); every tensor
@@ -73,11 +76,13 @@ class Block(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx: MixerContext, cond, conditioner: Conditioner, cache: dict | None):
-        mixed, cache = self.mixer(self.norm1(x), ctx, cache)
-        x = x + self.dropout(mixed)
-        x = conditioner.block(x, cond, self.layer)
-        return x + self.ffn(self.norm2(x)), cache
+    def forward(self, x: Tensor, ctx: MixerContext, state, conditioner: Conditioner, cache: dict | None):
+        layer = self.layer
+        mixed, cache = self.mixer(conditioner.modulate(self.norm1(x), state, layer, "mixer"), ctx, cache)
+        x = x + self.dropout(conditioner.gate(mixed, state, layer, "mixer"))
+        x = conditioner.attend(x, state, layer)
+        fed = self.ffn(conditioner.modulate(self.norm2(x), state, layer, "ffn"))
+        return x + conditioner.gate(fed, state, layer, "ffn"), cache
 
 
 class LyriaLM(nn.Module):
@@ -102,6 +107,8 @@ class LyriaLM(nn.Module):
         tie_embeddings: bool = True,
         num_styles: int = 0,
         pad_id: int = 0,
+        style_output: bool = False,
+        style_output_rank: int = 8,
     ) -> None:
         super().__init__()
         self.vocab_sizes = [int(v) for v in vocab_sizes]
@@ -110,13 +117,6 @@ class LyriaLM(nn.Module):
         position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
         self.position: Positional = build(position_cfg, "model.mixer.position", allowed=Positional, d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
         self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
-        self.conditioner: Conditioner = build(
-            to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"},
-            "model.conditioning",
-            allowed=Conditioner,
-            d_model=d_model,
-            num_styles=num_styles,
-        )
         self.drop = nn.Dropout(dropout)
         depth_aware = _accepts_layer(mixer)
         self.blocks = nn.ModuleList(
@@ -140,6 +140,20 @@ class LyriaLM(nn.Module):
         if tie_embeddings:
             for head, emb in zip(self.heads, self.embeddings):
                 head.weight = emb.weight
+        # built after the generic initialisation, which would overwrite their zero-initialised parts
+        conditioning = to_plain(conditioning) or {"_target_": "lyria.models.conditioning.Conditioner"}
+        extra = {"vocab_size": self.vocab_sizes[0]} if _accepts(conditioning, "model.conditioning._target_", Conditioner, "vocab_size") else {}
+        self.conditioner: Conditioner = build(
+            conditioning,
+            "model.conditioning",
+            allowed=Conditioner,
+            d_model=d_model,
+            num_styles=num_styles,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            **extra,
+        )
+        self.style_output = StyleOutput(d_model, self.vocab_sizes, num_styles, style_output_rank) if style_output else None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -163,6 +177,24 @@ class LyriaLM(nn.Module):
         """Whether decoding can go on past max_seq_len through the cache alone (every mixer streams, and
         positions are relative); otherwise a sampler re-reads a shortened sequence when the context is full."""
         return all(b.mixer.streams for b in self.blocks) and not self.position.absolute
+
+    @property
+    def uses_style_token(self) -> bool:
+        """Whether sequences carry the style as a token after BOS (the `style_token` scheme)."""
+        return self.conditioner.uses_style_token
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model reads a style (a conditioning scheme, or the style-conditioned output layer)."""
+        return self.conditioner.conditional or self.style_output is not None
+
+    @property
+    def null_style(self) -> int:
+        """The reserved "no style" slot (condition dropout, the unconditional stream of guidance)."""
+        return self.conditioner.null_slot
+
+    def conditioner_styles(self, cond: dict | None, tokens: Tensor) -> Tensor:
+        return self.conditioner.styles(cond, tokens.shape[0], tokens.device)
 
     def new_cache(self) -> Cache:
         return Cache(layers=[{} for _ in self.blocks])
@@ -193,19 +225,30 @@ class LyriaLM(nn.Module):
             bar_ids=bar_ids,
             last_bar_ids=cache.last_bar_ids if cache is not None else None,
         )
+        state = self.conditioner.prepare(cond, tokens.shape[0], tokens.device, cache)
         x = self.position.embed(self.embed(tokens), positions)
-        x = self.drop(self.conditioner.embed(x, cond))
+        x = self.drop(self.conditioner.embed(x, state))
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, ctx, cond, self.conditioner, cache.layers[i] if cache is not None else None)
+            x, layer_cache = block(x, ctx, state, self.conditioner, cache.layers[i] if cache is not None else None)
             if cache is not None:
                 cache.layers[i] = layer_cache
         x = self.norm(x)
         logits = [head(x) for head in self.heads]
+        if self.style_output is not None:
+            logits = self.style_output(x, logits, self.conditioner_styles(cond, tokens))
         if cache is not None:
             cache.length = offset + length
             if bar_ids is not None:
                 cache.last_bar_ids = bar_ids[:, -1:]
         return (logits if self.is_compound else logits[0]), cache
+
+
+def _accepts(cfg: dict, where: str, base: type, *names: str) -> bool:
+    """Whether the class a config node names takes all of these constructor arguments."""
+    import inspect
+
+    params = inspect.signature(resolve_class(cfg.get("_target_"), where, base=base).__init__).parameters
+    return all(name in params for name in names)
 
 
 def _accepts_layer(mixer_cfg: dict) -> bool:

@@ -1,8 +1,10 @@
 """The project's tokenizer: a MidiTok tokenizer with reserved special tokens, bar ids and a save format.
 
 Special tokens are laid out once, before any musical token, and never move: PAD, BOS, EOS, MASK, the
-task tokens FILL and SEP, then `num_style_slots` style tokens. Styles fill slots in order; adding a
-style or a task later renumbers nothing. A learned vocabulary (BPE) keeps every base id and adds
+task tokens FILL and SEP, then `num_style_slots` style tokens. A style keeps its slot (the data cache
+persists the style-to-slot map, and tokenizer.json stores it); a new style takes the lowest free slot;
+the last slot is reserved for "no style" (condition dropout, unconditional guidance). Adding a style
+or a task later renumbers nothing. A learned vocabulary (BPE) keeps every base id and adds
 merged tokens after them.
 """
 
@@ -114,7 +116,7 @@ class LyriaTokenizer:
         config: dict | None = None,
         num_style_slots: int = 32,
         learned_vocab_size: int | None = None,
-        styles: list[str] | None = None,
+        styles: list[str] | dict[str, int] | None = None,
         merge_tracks: bool = True,
         _miditok: miditok.MusicTokenizer | None = None,
     ) -> None:
@@ -122,7 +124,7 @@ class LyriaTokenizer:
         self.num_style_slots = int(num_style_slots)
         self.learned_vocab_size = int(learned_vocab_size) if learned_vocab_size is not None else None
         self.merge_tracks = bool(merge_tracks)
-        self.styles: list[str] = []
+        self.style_slots: dict[str, int] = {}
         if _miditok is not None:
             self.tok = _miditok
         else:
@@ -165,8 +167,12 @@ class LyriaTokenizer:
                     f"tokenizer.learned_vocab_size={learned_vocab_size} must be larger than the base vocabulary of "
                     f"{self.name} ({base} tokens), e.g. {base * 2}"
                 )
-        for style in styles or []:
-            self.add_style(style)
+        if isinstance(styles, dict):
+            for style, slot in sorted(styles.items(), key=lambda item: item[1]):
+                self.add_style(style, slot)
+        else:
+            for style in styles or []:
+                self.add_style(style)
 
     def __getstate__(self) -> dict:
         # cached tables are rebuilt on demand, so pickles (dataset workers) stay small
@@ -247,20 +253,49 @@ class LyriaTokenizer:
     def num_special(self) -> int:
         return len(TASK_TOKENS) + self.num_style_slots
 
-    def add_style(self, style: str) -> int:
-        """Gives `style` the next free style slot (idempotent) and returns its slot."""
-        if style in self.styles:
-            return self.styles.index(style)
-        if len(self.styles) >= self.num_style_slots:
+    @property
+    def styles(self) -> list[str]:
+        """The styles in slot order."""
+        return sorted(self.style_slots, key=self.style_slots.__getitem__)
+
+    @property
+    def null_style_slot(self) -> int | None:
+        """The slot reserved for "no style" (the last one), or None with no slots at all."""
+        return self.num_style_slots - 1 if self.num_style_slots > 0 else None
+
+    def style_slot(self, style: str) -> int:
+        """The slot of a known style; a KeyError naming the known ones otherwise."""
+        if style not in self.style_slots:
+            raise KeyError(f"unknown style {style!r}; this tokenizer knows {self.styles}")
+        return self.style_slots[style]
+
+    def add_style(self, style: str, slot: int | None = None) -> int:
+        """Gives `style` a slot (idempotent) and returns it: `slot` when given (a persisted assignment), else
+        the lowest free one. The reserved "no style" slot is never given."""
+        style = str(style)
+        if style in self.style_slots:
+            if slot is not None and slot != self.style_slots[style]:
+                raise TokenizerConfigError(f"style {style!r} has slot {self.style_slots[style]}, not {slot}")
+            return self.style_slots[style]
+        taken = {s: name for name, s in self.style_slots.items()}
+        usable = self.num_style_slots - 1  # the last slot means "no style"
+        if slot is None:
+            slot = next((s for s in range(usable) if s not in taken), None)
+            if slot is None:
+                raise TokenizerConfigError(
+                    f"style {style!r} needs a slot but all tokenizer.num_style_slots={self.num_style_slots} are "
+                    f"taken by {self.styles} (the last one is reserved for no style); raise num_style_slots for a new tokenizer"
+                )
+        elif not 0 <= slot < usable or slot in taken:
             raise TokenizerConfigError(
-                f"style {style!r} needs a slot but all tokenizer.num_style_slots={self.num_style_slots} are "
-                f"taken by {self.styles}; raise num_style_slots for a new tokenizer"
+                f"style {style!r} cannot take slot {slot}: "
+                + (f"it belongs to {taken[slot]!r}" if slot in taken else f"usable slots are 0..{usable - 1} (num_style_slots={self.num_style_slots})")
             )
-        self.styles.append(style)
-        return len(self.styles) - 1
+        self.style_slots[style] = int(slot)
+        return int(slot)
 
     def style_token_id(self, style: str | int) -> int:
-        slot = style if isinstance(style, int) else self.styles.index(style)
+        slot = style if isinstance(style, int) else self.style_slot(style)
         vocab = self.tok.vocab[0] if self.is_compound else self.tok.vocab
         return vocab[f"{STYLE_TOKEN}_{slot}"]
 
@@ -607,6 +642,7 @@ class LyriaTokenizer:
                     "num_style_slots": self.num_style_slots,
                     "learned_vocab_size": self.learned_vocab_size,
                     "styles": list(self.styles),
+                    "style_slots": dict(self.style_slots),
                     "merge_tracks": self.merge_tracks,
                 }
             },
@@ -636,7 +672,7 @@ class LyriaTokenizer:
             miditok_class=meta["miditok_class"],
             num_style_slots=meta["num_style_slots"],
             learned_vocab_size=meta.get("learned_vocab_size"),
-            styles=meta.get("styles", []),
+            styles=meta.get("style_slots") or meta.get("styles", []),
             merge_tracks=meta.get("merge_tracks", True),
             _miditok=tok,
         )

@@ -28,6 +28,8 @@ def unigram_loss(log_probs: list[np.ndarray], loader) -> float:
         targets = batch["targets"]
         targets = targets[..., None] if targets.dim() == 2 else targets
         mask = targets[..., 0] != IGNORE_INDEX
+        if "loss_mask" in batch:  # the targets the model is scored on (not a re-inserted head)
+            mask &= batch["loss_mask"]
         for field, table in enumerate(tables):
             total -= table[targets[..., field][mask]].sum().item()
         count += int(mask.sum())

@@ -60,6 +60,7 @@ class LyriaLightningModule(L.LightningModule):
         style_names: list[str] | None = None,
         note_counts: list[int] | None = None,
         note_field: int = 0,
+        style_slots: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

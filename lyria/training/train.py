@@ -83,7 +83,21 @@ def check_infilling(cfg: DictConfig, tokenizer) -> None:
         )
 
 
+def conditioning_class(cfg: DictConfig) -> type:
+    """The class `model.conditioning` names (through the allow-list), the "none" baseline when unset."""
+    from lyria.config import resolve_class
+    from lyria.models.conditioning import Conditioner
+
+    node = cfg.model.get("conditioning") if cfg.model is not None else None
+    target = node.get("_target_") if node is not None else None
+    return Conditioner if target is None else resolve_class(target, "model.conditioning._target_", base=Conditioner)
+
+
 def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
+    conditioning = cfg.model.get("conditioning") or {}
+    dropout = float(conditioning.get("dropout", 0.0) or 0.0)
+    if dropout > 0 and not conditioning_class(cfg).conditional and not cfg.model.get("style_output"):
+        dropout = 0.0  # an unconditional model has nothing to drop
     return MusicDataModule(
         prepared,
         tokenizer,
@@ -96,6 +110,8 @@ def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
         transpose_range=list(cfg.data.transpose),
         infilling_rate=cfg.training.infilling_rate,
         infilling_max_bars=cfg.training.infilling_max_bars,
+        style_prefix=conditioning_class(cfg).uses_style_token,
+        style_dropout=dropout,
     )
 
 
@@ -108,6 +124,7 @@ def build_module(cfg: DictConfig, tokenizer) -> LyriaLightningModule:
         num_styles=tokenizer.num_style_slots,
         pad_id=tokenizer.pad_id,
         style_names=list(tokenizer.styles),
+        style_slots=dict(tokenizer.style_slots),
         note_counts=tokenizer.note_counts().tolist(),
         note_field=tokenizer.note_field,
     )

@@ -183,3 +183,54 @@ def test_layout_frames_a_piece(style_prefix):
     ids, bars = layout.frame(np.array([40, 41]), np.array([3, 4]), style_id=1)
     assert ids.tolist() == ([1, 11, 40, 41, 2] if style_prefix else [1, 40, 41, 2])
     assert len(bars) == len(ids) and bars[0] == 3 and bars[-1] == 4
+
+
+PREFIXED = SequenceLayout(bos=np.asarray(1), eos=np.asarray(2), pad_id=0, style_token_ids=[10, 11, 12, 13])
+
+
+def test_every_training_crop_starts_with_bos_and_the_style_token():
+    split = _split(n_pieces=3, length=60)
+    split["style_id"] = [0, 1, 2]
+    crops = TrainCrops(split, PREFIXED, max_len=12, seed=0)
+    starts_mid_piece = 0
+    for position in range(40):
+        index = position % 3
+        item = crops[(index, 0, position)]
+        tokens = item["tokens"]
+        assert 2 < len(tokens) <= 12  # crops near the piece's end or its opening are shorter (collate pads them)
+        assert tokens[:2].tolist() == [1, 10 + index] and item["style_id"] == index
+        if tokens[2] != 40:  # a crop from a later bar: the head is re-inserted, its targets do not count
+            starts_mid_piece += 1
+            assert (int(tokens[2]) - 40) % 5 == 0  # the piece resumes at a bar start
+            assert item["loss_mask"][:3].tolist() == [False] * 3 and item["loss_mask"][3:].all()
+            assert item["bar_ids"].tolist()[:3] == [0, 0, 0]
+    assert starts_mid_piece > 20
+
+
+def test_condition_dropout_replaces_the_style_by_the_reserved_slot_in_token_and_label():
+    split = _split(n_pieces=1, length=60)
+    crops = TrainCrops(split, PREFIXED, max_len=12, seed=0, style_dropout=0.3, null_style=3)
+    items = [crops[(0, 0, p)] for p in range(200)]
+    dropped = [item for item in items if item["style_id"] == 3]
+    assert 0.2 < len(dropped) / len(items) < 0.4
+    assert all(item["tokens"][1] == 13 for item in dropped)
+    assert all(item["tokens"][1] == 10 for item in items if item["style_id"] == 0)
+    # the crops themselves are those of a run without dropout
+    plain = TrainCrops(split, PREFIXED, max_len=12, seed=0)
+    assert all(item["tokens"][2:].tolist() == plain[(0, 0, p)]["tokens"][2:].tolist() for p, item in enumerate(items))
+
+
+def test_prefixed_eval_windows_score_every_token_once_and_show_the_style():
+    split = _split(n_pieces=2, length=30)
+    split["style_id"] = [1, 2]
+    windows = EvalWindows(_ListSplit(split), PREFIXED, max_len=8)
+    counted = []
+    for i in range(len(windows)):
+        item = windows[i]
+        assert item["tokens"][:2].tolist() == [1, 11 + windows.windows[i][0]]
+        batch = collate([item], pad_id=0)
+        keep = (batch["targets"] != IGNORE_INDEX) & batch["loss_mask"]
+        counted += [(windows.windows[i][0], int(t)) for t in batch["targets"][keep]]
+    # every token, the style token and EOS, once per piece
+    expected = [(piece, t) for piece in (0, 1) for t in [11 + piece] + list(range(40, 70)) + [2]]
+    assert sorted(counted) == sorted(expected)

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 from symusic import Note, Tempo, TimeSignature, Track
+from tests_support import make_score
 
 from lyria.data import prepare as prepare_module
 from lyria.data.prepare import NoUsablePiecesError, assign_split, prepare_data
 from lyria.data.sources import MidiFolderSource
 from lyria.tokenizers import LyriaTokenizer
-from tests_support import make_score
 
 
 def _prepare(folder, cache, tokenizer=None, **kwargs):
@@ -141,3 +141,23 @@ def test_a_file_of_a_style_not_listed_is_a_counted_skip(midi_folder, tmp_path):
     assert all("not in data.source.styles" in s["reason"] for s in unlisted)
     assert report["skipped_count"] == 7 + 1  # and jigs' corrupt file
     assert set(report["per_style"]) == {"jigs"} and sum(report["pieces"].values()) == 6
+
+
+def test_a_style_keeps_its_slot_when_the_folder_gains_a_style(midi_folder, tmp_path):
+    first = _prepare(midi_folder, tmp_path / "cache")
+    before = LyriaTokenizer.load(first.cache_path).style_slots
+    assert before == {"airs": 0, "jigs": 1}
+    # "ballads" sorts before both: in order it would take slot 0 and move the others
+    for k in range(3):
+        path = midi_folder / "ballads" / f"b{k}.mid"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_score([50 + k + i % 7 for i in range(20)]).dump_midi(str(path))
+    tokenizer = LyriaTokenizer()
+    second = _prepare(midi_folder, tmp_path / "cache", tokenizer)
+    assert tokenizer.style_slots == {"airs": 0, "jigs": 1, "ballads": 2}
+    assert second.report["style_slots"] == tokenizer.style_slots
+    rows = second.splits["train"]
+    assert all(slot == tokenizer.style_slots[style] for style, slot in zip(rows["style"], rows["style_id"]))
+    assert LyriaTokenizer.load(second.cache_path).style_slots == tokenizer.style_slots
+    # the reserved "no style" slot is never given
+    assert tokenizer.null_style_slot not in tokenizer.style_slots.values()

@@ -29,9 +29,22 @@ def test_adding_a_style_renumbers_nothing(tmp_path):
 
 
 def test_running_out_of_style_slots_is_a_clear_error():
-    tok = LyriaTokenizer(num_style_slots=1, styles=["a"])
-    with pytest.raises(TokenizerConfigError, match="num_style_slots=1"):
+    tok = LyriaTokenizer(num_style_slots=2, styles=["a"])  # the last slot is reserved for "no style"
+    assert tok.null_style_slot == 1
+    with pytest.raises(TokenizerConfigError, match="num_style_slots=2"):
         tok.add_style("b")
+
+
+def test_persisted_slots_are_kept_and_new_styles_take_free_ones(tmp_path):
+    tok = LyriaTokenizer(num_style_slots=6, styles={"jigs": 2, "airs": 0})
+    assert tok.add_style("reels") == 1
+    assert tok.styles == ["airs", "reels", "jigs"]
+    with pytest.raises(TokenizerConfigError, match="belongs to 'jigs'"):
+        tok.add_style("hornpipes", 2)
+    with pytest.raises(TokenizerConfigError, match="usable slots"):
+        tok.add_style("hornpipes", 5)
+    tok.save(tmp_path)
+    assert LyriaTokenizer.load(tmp_path).style_slots == {"airs": 0, "reels": 1, "jigs": 2}
 
 
 def test_loading_a_missing_or_foreign_file_names_it(tmp_path):
