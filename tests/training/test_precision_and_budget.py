@@ -153,3 +153,28 @@ def test_a_run_that_reaches_max_steps_has_no_warning(compose_train):
     metrics, objects = train(compose_train())
     assert metrics["global_step"] == 6 and "undertrained" not in metrics
     assert "WARNING" not in (Path(objects["paths"]["run_dir"]) / "summary.txt").read_text()
+
+
+def test_quickstart_trains_to_a_time_budget_with_max_steps_as_upper_bound(compose_train):
+    from hydra import compose, initialize_config_dir
+
+    from lyria.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=quickstart"])
+    assert cfg.training.time_budget_s > 0 and cfg.trainer.max_steps >= 1000 and cfg.trainer.precision == "auto"
+    # max_time only backs the budget up: it must not cut a run the budget ends in time
+    hours, minutes, seconds = (int(v) for v in cfg.trainer.max_time.split(":")[1:])
+    assert hours * 3600 + minutes * 60 + seconds > cfg.training.time_budget_s * 1.1
+
+
+@pytest.mark.slow
+def test_a_real_run_with_a_time_budget_ends_on_its_fitted_step(compose_train):
+    cfg = compose_train("training.time_budget_s=25", "trainer.max_steps=100000", "trainer.val_check_interval=10",
+                        "trainer.limit_val_batches=1", "training.warmup_steps=5")
+    metrics, objects = train(cfg)
+    assert metrics["target_steps"] < 100000 and metrics["global_step"] == metrics["target_steps"]
+    assert "undertrained" not in metrics and metrics["step_seconds"] > 0
+    schedule = objects["trainer"].lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert schedule.total_steps == metrics["target_steps"]
+    assert "fitted to training.time_budget_s=25" in (Path(objects["paths"]["run_dir"]) / "summary.txt").read_text()
