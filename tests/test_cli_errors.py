@@ -3,6 +3,7 @@ with one line on stderr naming the key and what is allowed; no traceback (LYRIA_
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -11,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from lyria.cli import user_errors
 
 # (tool, arguments, a regex the one-line message must match: the key, and what is allowed). FILES: a folder with
 # `dummy.ckpt` (any file: the values are checked before it is read), `corrupt.ckpt`, `runs/` and `samples/`.
@@ -162,3 +165,18 @@ def test_the_table_covers_every_tool_and_at_least_thirty_cases():
 def test_lyria_debug_shows_the_traceback(files):
     result = run_tool("generate", ["ckpt=dummy.ckpt", "top_p=2"], files, LYRIA_DEBUG="1")
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_a_full_disk_met_by_any_library_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("LYRIA_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped, user_errors("lyria-train"):
+        raise OSError(errno.ENOSPC, "No space left on device", "outputs/run/csv/metrics.csv")
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lyria-train: error: disk full:") and "metrics.csv" in err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    monkeypatch.delenv("LYRIA_DEBUG", raising=False)
+    with pytest.raises(ZeroDivisionError), user_errors("lyria-train"):
+        1 / 0  # noqa: B018
