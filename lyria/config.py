@@ -512,6 +512,7 @@ VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
         ("training.optimizer.eps", POSITIVE),
         ("training.warmup_steps", COUNT),
         ("training.total_steps", AT_LEAST_ONE),
+        ("training.time_budget_s", POSITIVE),
         ("training.min_lr_ratio", FRACTION),
         ("training.infilling_rate", FRACTION),
         ("training.infilling_max_bars", AT_LEAST_ONE),

@@ -3,6 +3,7 @@ with one line on stderr naming the key and what is allowed; no traceback (LYRIA_
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -11,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from lyria.cli import user_errors
 
 # (tool, arguments, a regex the one-line message must match: the key, and what is allowed). FILES: a folder with
 # `dummy.ckpt` (any file: the values are checked before it is read), `corrupt.ckpt`, `runs/` and `samples/`.
@@ -73,6 +76,11 @@ SLOW_CASES = [
     ("generate", ["ckpt=dummy.ckpt", "render.formats=[midi,mp3]"], r"render\.formats\[1\].*'mp3'.*\['midi', 'musicxml', 'png', 'wav'\]"),
     ("generate", ["ckpt=corrupt.ckpt"], r"corrupt\.ckpt is not a readable checkpoint \(truncated or corrupt\?\)"),
     ("export", ["ckpt=corrupt.ckpt", "output_dir=out"], r"corrupt\.ckpt is not a readable checkpoint"),
+    # found once the model and the piece are read (a real checkpoint with a 64-token context)
+    ("generate", ["ckpt=model/best.ckpt", "infill=short.mid", "bars=50-60", "render.formats=[midi]"], r"bars=50-60: the piece has \d+ bars"),
+    ("generate", ["ckpt=model/best.ckpt", "prompt=long.mid", "window.keep_fraction=0.02", "render.formats=[midi]"],
+     r"the prompt's pinned part has \d+ tokens but only \d+ are kept when the context \(64\) is full: shorten the prompt"),
+    ("generate", ["ckpt=model/best.ckpt", "prompt=long.mid", "max_bars=2", "render.formats=[midi]"], r"max_bars=2 leaves no room after the prompt's \d+ bars"),
 ]
 
 
@@ -84,6 +92,31 @@ def files(tmp_path_factory) -> Path:
     (root / "runs").mkdir()
     (root / "samples").mkdir()
     return root
+
+
+@pytest.fixture(scope="module")
+def model_files(files) -> Path:
+    """A real (untrained) checkpoint with a 64-token context, a short and a long MIDI file, in `files`."""
+    import torch
+
+    from lyria.tokenizers import LyriaTokenizer
+    from lyria.training.module import LyriaLightningModule
+    from tests_support import make_score
+
+    model = {
+        "mixer": {"_target_": "lyria.models.mixers.AttentionMixer", "position": {"_target_": "lyria.models.positions.RotaryPosition"}},
+        "conditioning": {"_target_": "lyria.models.conditioning.Conditioner"},
+        "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "dropout": 0.0, "max_seq_len": 64,
+    }
+    training = {"optimizer": {"lr": 1e-3, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8}, "warmup_steps": 1, "total_steps": 10, "min_lr_ratio": 0.1}
+    tokenizer = LyriaTokenizer(styles=["a"])
+    module = LyriaLightningModule(model, training, tokenizer.vocab_sizes, tokenizer.num_style_slots, tokenizer.pad_id, tokenizer.styles)
+    (files / "model").mkdir(exist_ok=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, files / "model" / "best.ckpt")
+    tokenizer.save(files / "model")
+    make_score([60, 62, 64, 65, 67, 69, 71, 72]).dump_midi(str(files / "short.mid"))
+    make_score([60 + (i * 7) % 24 for i in range(200)]).dump_midi(str(files / "long.mid"))
+    return files
 
 
 def run_tool(tool: str, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -120,8 +153,8 @@ def test_a_bad_command_line_is_one_line_naming_the_key(results, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("tool", "args", "message"), SLOW_CASES, ids=[f"{t}:{' '.join(a)}" for t, a, _ in SLOW_CASES])
-def test_errors_found_after_the_imports_are_one_line_too(files, tool, args, message):
-    _check(run_tool(tool, args, files), tool, message)
+def test_errors_found_after_the_imports_are_one_line_too(model_files, tool, args, message):
+    _check(run_tool(tool, args, model_files), tool, message)
 
 
 def test_the_table_covers_every_tool_and_at_least_thirty_cases():
@@ -132,3 +165,18 @@ def test_the_table_covers_every_tool_and_at_least_thirty_cases():
 def test_lyria_debug_shows_the_traceback(files):
     result = run_tool("generate", ["ckpt=dummy.ckpt", "top_p=2"], files, LYRIA_DEBUG="1")
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_a_full_disk_met_by_any_library_is_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("LYRIA_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped, user_errors("lyria-train"):
+        raise OSError(errno.ENOSPC, "No space left on device", "outputs/run/csv/metrics.csv")
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lyria-train: error: disk full:") and "metrics.csv" in err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    monkeypatch.delenv("LYRIA_DEBUG", raising=False)
+    with pytest.raises(ZeroDivisionError), user_errors("lyria-train"):
+        1 / 0  # noqa: B018

@@ -115,7 +115,7 @@ def test_every_trainer_config_writes_checkpoints_atomically(tmp_path, name):
     targets = [node["_target_"] for node in cfg.trainer.plugins]
     assert targets == ["lyria.training.checkpoint_io.AtomicCheckpointIO"]
     if cfg.trainer.accelerator == "cpu" and "strategy" not in cfg.trainer:
-        trainer = build(cfg.trainer, "trainer", logger=False, callbacks=[], default_root_dir=str(tmp_path))
+        trainer = build(cfg.trainer, "trainer", precision="32-true", logger=False, callbacks=[], default_root_dir=str(tmp_path))
         assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

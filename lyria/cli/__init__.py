@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lyria.config import ConfigError, register_resolvers, unknown_key_message
+from lyria.errors import DiskFullError, is_disk_full
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 DEBUG_ENV = "LYRIA_DEBUG"
@@ -27,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from lyria.errors import CheckpointError, DiskFullError, NonFiniteLossError
+    from lyria.errors import CheckpointError, NonFiniteLossError
 
     return (ConfigError, CheckpointError, DiskFullError, NonFiniteLossError, FileNotFoundError, HydraException, OmegaConfBaseException)
 
@@ -50,6 +51,8 @@ def one_line(err: BaseException, program: str | None = None) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(err)
+    if is_disk_full(err) and not isinstance(err, DiskFullError):  # written by a library (a logger, MidiTok)
+        return f"disk full: {err}; files written before are intact: free some space and run again"
     if isinstance(err, ConfigCompositionException):
         match = re.match(r"Could not override '([^']+)'", text)
         if match:  # a key that is not in the composed config (Hydra refuses it before lyria sees it)
@@ -89,7 +92,7 @@ def user_errors(program: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # noqa: BLE001  (user errors are one line; anything else keeps its traceback)
-        if _debugging() or not isinstance(err, _user_errors()):
+        if _debugging() or not (isinstance(err, _user_errors()) or is_disk_full(err)):
             raise
         _report(err, program)
 

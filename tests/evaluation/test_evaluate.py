@@ -196,7 +196,7 @@ def test_config_errors_name_the_key(compose_evaluate, tmp_path):
         evaluate(compose_evaluate(samples, "+eval.famlies=1"))
     with pytest.raises(ConfigError, match="did you mean 'structureness'"):
         evaluate(compose_evaluate(samples, "eval.families.coherence.metrics=[structurenes]"))
-    with pytest.raises(FileNotFoundError, match="not a folder of samples"):
+    with pytest.raises(ConfigError, match=r"generated='.*missing' is not allowed: expected an existing folder"):
         evaluate(compose_evaluate(tmp_path / "missing"))
 
 

@@ -82,8 +82,8 @@ def test_a_folder_without_usable_runs_is_an_error_naming_it(tmp_path, compose_tr
     ("override", "message"),
     [
         ("+rank_bi=x", r"unknown config key 'rank_bi'; did you mean 'rank_by'"),
-        ("confidence=1.5", r"confidence=1.5 should lie strictly between 0 and 1"),
-        ("n_resamples=10", r"n_resamples=10 should be at least 100"),
+        ("confidence=1.5", r"confidence=1.5 is not allowed: expected a number > 0 and < 1"),
+        ("n_resamples=10", r"n_resamples=10 is not allowed: expected an integer >= 100"),
         ("alpha=many", r"invalid value for config key 'alpha'"),
     ],
 )

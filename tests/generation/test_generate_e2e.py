@@ -53,12 +53,18 @@ def test_new_pieces_continuations_and_infillings(infilling_checkpoint, compose_t
         (["prompt=a.mid", "infill=b.mid", "bars=1-2"], "give one of them"),
         (["infill=b.mid"], "needs bars=FIRST-LAST"),
         (["bars=2-3"], "infill is not set"),
-        (["max_bars=0"], "max_bars must be >= 1"),
+        (["max_bars=0"], "max_bars=0 is not allowed: expected an integer >= 1"),
         (["window.keep_fraction=1.5"], "keep_fraction"),
+        ([], r"ckpt='.*missing\.ckpt' is not allowed: expected an existing file or folder"),
     ],
 )
-def test_settings_that_cannot_work_are_named(compose_train, overrides, message):
-    cfg = compose_train("ckpt=missing.ckpt", *overrides, config_name="generate")
+def test_settings_that_cannot_work_are_named(compose_train, overrides, message, tmp_path):
+    (tmp_path / "a.mid").write_bytes(b"")
+    (tmp_path / "b.mid").write_bytes(b"")
+    (tmp_path / "dummy.ckpt").write_bytes(b"")  # the settings are checked before the checkpoint is read
+    overrides = [f"{o.split('=')[0]}={tmp_path / o.split('=')[1]}" if o.endswith(".mid") else o for o in overrides]
+    ckpt = tmp_path / ("missing.ckpt" if not overrides else "dummy.ckpt")
+    cfg = compose_train(f"ckpt={ckpt}", *overrides, config_name="generate")
     with pytest.raises((ConfigError, ValueError), match=message):
         generate(cfg)
 

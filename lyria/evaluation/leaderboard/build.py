@@ -22,15 +22,6 @@ OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.html")
 TABLE_KEY = "leaderboard"
 
 
-def _check(cfg: DictConfig) -> None:
-    for key in ("confidence", "alpha"):
-        if not 0.0 < cfg[key] < 1.0:
-            raise ConfigError(f"{key}={cfg[key]} should lie strictly between 0 and 1 (e.g. 0.95 for confidence, 0.05 for alpha)")
-    for key, least in (("n_resamples", 100), ("min_seeds", 1), ("samples_per_run", 0)):
-        if cfg[key] < least:
-            raise ConfigError(f"{key}={cfg[key]} should be at least {least}")
-
-
 def _log_table(cfg: DictConfig, board: Leaderboard) -> None:
     if not cfg.logger or "_target_" not in cfg.logger:
         return
@@ -45,8 +36,7 @@ def _log_table(cfg: DictConfig, board: Leaderboard) -> None:
 
 def build_leaderboard(cfg: DictConfig) -> Leaderboard:
     """Writes leaderboard.md, .csv and .html to `cfg.output_dir` and returns the table they show."""
-    cfg = validate(cfg, LeaderboardSchema)
-    _check(cfg)
+    cfg = validate(cfg, LeaderboardSchema)  # value rules: lyria.config.VALUE_RULES
     output_dir = Path(cfg.output_dir)
     runs, skips = collect_runs(cfg.runs, cfg.samples_per_run, exclude=[output_dir])
     for skip in skips:
