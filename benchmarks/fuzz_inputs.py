@@ -71,13 +71,16 @@ def main() -> None:
         seconds["evaluate_run"] = time.perf_counter() - started
 
     report = prepared["report"]
+    skips = report["skipped"] + folder["pieces"].skipped
     result = {
         "files": len(paths),
         "kinds": len(written),
         "per_kind": args.per_kind,
         "seed": args.seed,
         "crashes": len(prompts["crashes"]),  # the other stages raise on a crash, which ends this script
-        "hangs": 0,
+        # contained in isolated workers: files whose parser or tokenizer hung past its time limit or died
+        "timeouts_contained": sum("timed out" in s["reason"] for s in skips),
+        "worker_deaths_contained": sum("worker process died" in s["reason"] for s in skips),
         "prepare": {
             "kept": sum(report["pieces"].values()),
             "skipped_by_stage": report["skipped_by_stage"],
