@@ -83,22 +83,22 @@ def parse_abc_tune(text: str) -> Score:
     return score_from_music21(converter.parse(text, format="abc"))
 
 
-def input_bytes(args: tuple) -> int | None:
-    """The size of the file or bytes a parser is about to read (its first such argument), None if unknown.
-
-    Lets a size bound refuse a file before any parser opens it."""
-    for value in args:
-        if isinstance(value, dict):
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return len(value)
-        if isinstance(value, str) and len(value) < 4096 and "\n" not in value:
-            try:
-                return Path(value).stat().st_size
-            except OSError:
-                continue
-        if isinstance(value, str):  # text to parse (an ABC tune)
-            return len(value.encode())
+def input_bytes(parse, args: tuple) -> int | None:
+    """The size of what `parse(*args)` is about to read, when the parser says what its first argument is
+    (`parse.reads`: "path", "text" or "value", a file path, the text itself, or bytes / a path / HF's
+    {"bytes", "path"} struct); None when unknown. Lets a size bound refuse a file before any parser opens it."""
+    kind, value = getattr(parse, "reads", None), args[0] if args else None
+    if kind == "text" and isinstance(value, str):
+        return len(value.encode())
+    if kind == "value" and isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if kind in ("path", "value") and isinstance(value, str):
+        try:
+            return Path(value).stat().st_size
+        except OSError:
+            return None  # the parser names the missing file
+    if kind == "value" and isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
     return None
 
 
@@ -128,6 +128,11 @@ def read_midi_file(path: str) -> Score:
     if score.note_num() == 0:
         raise EmptyPieceError("no notes")
     return score
+
+
+parse_music21_file.reads = "path"
+parse_abc_tune.reads = "text"
+read_midi_file.reads = "path"
 
 
 def read_midi_bytes(data: bytes) -> Score:

@@ -70,6 +70,9 @@ def parse_midi_value(value: Any):
     raise convert.EmptyPieceError(f"no MIDI in this row (found {type(value).__name__})")
 
 
+parse_midi_value.reads = "value"
+
+
 def read_row(handle: DatasetHandle, column: str, index: int):
     """Worker: open the dataset (once per process) and parse row `index`."""
     return parse_midi_value(handle.open()[index][column])

@@ -106,7 +106,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def convert_piece(job: tuple[PieceRef, str, InputLimits]) -> dict:
     """Worker: parse one piece within the limits, store it as MIDI + metadata. Runs in an isolated process."""
     ref, prefix, limits = job
-    size = input_bytes(ref.args)
+    size = input_bytes(ref.parse, ref.args)
     if size is not None:
         limits.check_bytes(size)
     score = ref.load()

@@ -148,3 +148,17 @@ def test_config_defaults_are_the_library_defaults():
         assert InputLimits.from_config(cfg.input_limits).bounds() == expected
     assert InputLimits.from_config(vars(DataConfig().limits)).bounds() == expected
     assert InputLimits.from_config(vars(GenerateSchema().input_limits)).bounds() == expected
+
+
+def test_the_size_of_every_sources_input_is_known_before_parsing(tmp_path):
+    from lyria.data.convert import input_bytes, parse_abc_tune, parse_music21_file, read_midi_file
+    from lyria.data.hf import parse_midi_value, read_row
+
+    path = tmp_path / "a.mid"
+    path.write_bytes(b"x" * 123)
+    assert input_bytes(read_midi_file, (str(path),)) == 123
+    assert input_bytes(parse_music21_file, (str(path),)) == 123
+    assert input_bytes(parse_abc_tune, ("X:1\nK:C\nCDE|\n",)) == 13
+    assert input_bytes(parse_midi_value, ({"bytes": b"abcd", "path": None},)) == 4
+    assert input_bytes(parse_midi_value, (str(path),)) == 123
+    assert input_bytes(read_row, (None, "midi", 3)) is None  # read by index in the worker: bounded after parsing
