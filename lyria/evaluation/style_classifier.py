@@ -306,7 +306,12 @@ def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, sett
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small problem: threads only contend (and the result does not depend on their number)
+    try:
+        optimizer.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     return [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in layers]
 
 
