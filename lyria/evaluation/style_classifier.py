@@ -548,3 +548,30 @@ def describe(classifier: StyleClassifier) -> list[str]:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def settings_from_config(node: Any) -> ClassifierSettings:
+    """ClassifierSettings from a config node; an unknown key is a ConfigError naming the known ones."""
+    from lyria.config import ConfigError, to_plain
+
+    values = dict(to_plain(node) or {})
+    known = set(ClassifierSettings.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"classifier: unknown settings {unknown}; known: {sorted(known)}")
+    if "weight_decays" in values:
+        values["weight_decays"] = tuple(float(w) for w in values["weight_decays"])
+        if not values["weight_decays"]:
+            raise ConfigError("classifier.weight_decays is empty: give at least one L2 strength")
+    return ClassifierSettings(**values)
+
+
+def run(cfg) -> tuple[StyleClassifier, Path]:
+    """lyria-style-classifier: the classifier of the configured data, its accuracy printed per style."""
+    from lyria.evaluation.evaluate import prepare
+
+    settings = settings_from_config(cfg.get("classifier"))
+    _, prepared = prepare(cfg.data, cfg.tokenizer)
+    classifier, path = classifier_for_data(prepared, cfg.assets_dir, settings)
+    print("\n".join(describe(classifier) + [f"classifier: {path.resolve()}"]))
+    return classifier, path

@@ -242,3 +242,34 @@ def test_summary_prints_each_style_beside_real_accuracy():
     assert "irish_oneills (2 samples)" in lines[2] and lines[2].split()[-2:] == ["0.000", "0.700"]
     assert lines[3].split()[-2:] == ["0.500", "0.900"]
     assert style_lines({"style": {}}) == []
+
+
+def test_cli_trains_then_reads_back_and_prints_accuracy_per_style(tmp_path, capsys):
+    from lyria.config import ConfigError
+
+    corpus = write_corpus(tmp_path / "corpus")
+    overrides = [
+        "data=midi_folder",
+        f"data.path={corpus}",
+        "data.test_fraction=0.3",
+        "data.val_fraction=0.1",
+        "data.num_proc=1",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="style_classifier", overrides=overrides)
+        wider = compose(config_name="style_classifier", overrides=overrides + ["classifier.hidden=8"])
+        wrong = compose(config_name="style_classifier", overrides=overrides + ["+classifier.hiden=8"])
+    classifier, path = sc.run(cfg)
+    printed = capsys.readouterr().out
+    assert path.is_file() and path.is_relative_to(tmp_path / "cache" / "eval" / "style_classifier")
+    for style in ("airs", "jigs"):
+        assert f"{style} " in printed and "test accuracy" in printed
+    assert str(path.resolve()) in printed
+    mtime = path.stat().st_mtime_ns
+    again, same = sc.run(cfg)  # read back, not retrained
+    assert same == path and path.stat().st_mtime_ns == mtime and again.meta == classifier.meta
+    _, other = sc.run(wider)
+    assert other != path and len(sc.load_classifier(other).layers) == 2
+    with pytest.raises(ConfigError, match=r"unknown settings \['hiden'\]"):
+        sc.run(wrong)
