@@ -273,3 +273,26 @@ def test_cli_trains_then_reads_back_and_prints_accuracy_per_style(tmp_path, caps
     assert other != path and len(sc.load_classifier(other).layers) == 2
     with pytest.raises(ConfigError, match=r"unknown settings \['hiden'\]"):
         sc.run(wrong)
+
+
+@pytest.mark.slow
+def test_classifier_tells_real_bach_chorales_from_real_irish_tunes(shared_cache, tmp_path):
+    """Real music21 pieces: a test split of chorales and O'Neill's tunes the classifier never saw."""
+    from omegaconf import OmegaConf
+
+    from lyria.evaluation.evaluate import prepare
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["generated=unused", f"paths.cache_dir={shared_cache}"])
+    styles = [
+        {"name": "bach_chorale", "composer": "bach", "extensions": ["mxl", "xml"]},
+        {"name": "irish_oneills", "composer": "oneills1850", "extensions": ["abc"]},
+    ]
+    OmegaConf.update(cfg, "data.source.styles", styles, force_add=True)
+    for key, value in (("max_pieces_per_style", 40), ("test_fraction", 0.3), ("val_fraction", 0.1)):
+        OmegaConf.update(cfg, f"data.{key}", value)
+    _, prepared = prepare(cfg.data, cfg.tokenizer)
+    classifier, _ = sc.classifier_for_data(prepared, tmp_path / "assets")
+    test = classifier.meta["test"]
+    assert min(test["pieces_per_style"].values()) >= 5, test
+    assert all(accuracy >= 0.8 for accuracy in test["per_style"].values()), test
