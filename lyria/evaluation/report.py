@@ -81,7 +81,8 @@ def style_lines(document: dict) -> list[str]:
     counts = document.get("generated", {}).get("styles", {})
     lines = [f"{'style fidelity by requested style':52s} {'generated':>10s} {'real pieces':>13s}"]
     for style in styles:
-        label = f"  {style} ({counts.get(style, '?')} samples)"
+        count = counts.get(style)
+        label = f"  {style} ({count if count is not None else '?'} sample{'' if count == 1 else 's'})"
         lines.append(f"{label:52s} {fmt(values.get(f'fidelity.{style}')):>10s} {fmt(values.get(f'real_accuracy.{style}')):>13s}")
     lines.append(f"{'  all requested styles (chance ' + fmt(values.get('chance')) + ')':52s} {fmt(values.get('fidelity')):>10s} {fmt(values.get('real_accuracy')):>13s}")
     return lines

@@ -225,7 +225,7 @@ def test_a_single_style_cannot_train_a_classifier(tmp_path):
 
 def test_summary_prints_each_style_beside_real_accuracy():
     document = {
-        "generated": {"styles": {"bach_chorale": 4, "irish_oneills": 2}},
+        "generated": {"styles": {"bach_chorale": 4, "irish_oneills": 1}},
         "style": {
             "fidelity": 0.5,
             "chance": 0.5,
@@ -239,7 +239,7 @@ def test_summary_prints_each_style_beside_real_accuracy():
     lines = style_lines(document)
     assert len(lines) == 4
     assert "bach_chorale (4 samples)" in lines[1] and lines[1].split()[-2:] == ["0.750", "1.000"]
-    assert "irish_oneills (2 samples)" in lines[2] and lines[2].split()[-2:] == ["0.000", "0.700"]
+    assert "irish_oneills (1 sample)" in lines[2] and lines[2].split()[-2:] == ["0.000", "0.700"]
     assert lines[3].split()[-2:] == ["0.500", "0.900"]
     assert style_lines({"style": {}}) == []
 
