@@ -6,14 +6,21 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lyria.cli import CONF_DIR
+from lyria.cli import CONF_DIR, run_cli, user_errors
+
+PROGRAM = "lyria-style-classifier"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="style_classifier")
-def main(cfg: DictConfig) -> None:
-    from lyria.evaluation.style_classifier import run
+def _main(cfg: DictConfig) -> None:
+    with user_errors(PROGRAM):
+        from lyria.evaluation.style_classifier import run
 
-    run(cfg)
+        run(cfg)
+
+
+def main() -> None:
+    run_cli(_main, PROGRAM)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ asset (data and settings in its hash), loading without running code, and the pri
 from __future__ import annotations
 
 import json
+import re
 import pickle
 from pathlib import Path
 
@@ -296,3 +297,23 @@ def test_classifier_tells_real_bach_chorales_from_real_irish_tunes(shared_cache,
     test = classifier.meta["test"]
     assert min(test["pieces_per_style"].values()) >= 5, test
     assert all(accuracy >= 0.8 for accuracy in test["per_style"].values()), test
+
+
+def test_cli_mistakes_are_one_line_naming_the_key(tmp_path):
+    import os
+
+    from lyria.config import ConfigError
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("LYRIA_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "lyria.cli.style_classifier", "+classifier.hiden=8", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("lyria-style-classifier: error: ") and re.search(r"unknown settings \['hiden'\]; known: \[", last), result.stderr
+    with pytest.raises(ConfigError, match=r"classifier\.weight_decays is empty"):
+        sc.settings_from_config({"weight_decays": []})
