@@ -36,6 +36,7 @@ HEADLINE = [
     ("coherence", "similarity_error", "coherence: similarity error (lower is closer)"),
     ("distances", "frechet", "distance: Frechet (z-scored features)"),
     ("distances", "mean_overlap", "distance: mean feature overlap area"),
+    ("style", "fidelity", "style fidelity: share classified as requested"),
 ]
 
 
@@ -65,8 +66,47 @@ def summary_lines(document: dict, paths: dict[str, Path]) -> list[str]:
         value = document[family].get(metric)
         base = document.get("baseline", {}).get(family, {}).get(metric)
         lines.append(f"{label:52s} {fmt(value):>10s} {fmt(base):>13s}")
+    lines += style_lines(document)
     lines.append(f"report: {paths['report'].resolve()}")
     lines.append(f"metrics: {paths['metrics'].resolve()}")
+    return lines
+
+
+def style_lines(document: dict) -> list[str]:
+    """Each requested style's fidelity beside the style classifier's accuracy on real test pieces of that style."""
+    values = document.get("style") or {}
+    styles = [k.split(".", 1)[1] for k in values if k.startswith("fidelity.")]
+    if not styles:
+        return []
+    counts = document.get("generated", {}).get("styles", {})
+    lines = [f"{'style fidelity by requested style':52s} {'generated':>10s} {'real pieces':>13s}"]
+    for style in styles:
+        count = counts.get(style)
+        label = f"  {style} ({count if count is not None else '?'} sample{'' if count == 1 else 's'})"
+        lines.append(f"{label:52s} {fmt(values.get(f'fidelity.{style}')):>10s} {fmt(values.get(f'real_accuracy.{style}')):>13s}")
+    lines.append(f"{'  all requested styles (chance ' + fmt(values.get('chance')) + ')':52s} {fmt(values.get('fidelity')):>10s} {fmt(values.get('real_accuracy')):>13s}")
+    return lines
+
+
+CONFUSION = "confusion."
+
+
+def _confusion_lines(values: dict) -> list[str]:
+    """`confusion.<row>.<column>` counts as a markdown matrix (rows: requested style; columns: predicted)."""
+    cells = {}
+    for key, value in values.items():
+        if key.startswith(CONFUSION):
+            row, _, column = key[len(CONFUSION) :].partition(".")
+            cells[(row, column)] = value
+    if not cells:
+        return []
+    rows = list(dict.fromkeys(r for r, _ in cells))
+    columns = list(dict.fromkeys(c for _, c in cells))
+    lines = ["", "Confusion matrix (rows: requested style; columns: the classifier's prediction; piece counts):", ""]
+    lines += ["| requested / predicted | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row in rows:
+        counts = [cells.get((row, c)) for c in columns]
+        lines.append(f"| {row} | " + " | ".join("n/a" if n is None else str(int(n)) for n in counts) + " |")
     return lines
 
 
@@ -79,7 +119,9 @@ def _family_table(name: str, document: dict) -> list[str]:
         return lines + [f"Not available: {reason}", ""]
     lines += ["| metric | generated | real-vs-real |", "|---|---:|---:|"]
     for metric, value in values.items():
-        lines.append(f"| {metric} | {fmt(value)} | {fmt(base.get(metric))} |")
+        if not metric.startswith(CONFUSION):
+            lines.append(f"| {metric} | {fmt(value)} | {fmt(base.get(metric))} |")
+    lines += _confusion_lines(values)
     notes = {k.split(".", 1)[1]: v for k, v in document["unavailable"].items() if k.startswith(f"{name}.")}
     if notes:
         lines += ["", "Missing values: " + "; ".join(f"`{k}`: {v}" for k, v in sorted(notes.items()))]

@@ -3,8 +3,9 @@
 Pieces that carry a requested style (index.json entries' `style`; in the real-vs-real baseline, the
 pieces' own styles, which gives the classifier's accuracy on real music) are scored with
 `lyria.evaluation.style_classifier.style_fidelity(pieces, styles, classifier)`, whose `values` and
-`per_piece` become this family's. `classifier=auto` takes the prepared data's cached classifier
-(`style_classifier.classifier_for_data`), or a path names a saved one. The family reports itself
+`per_piece` become this family's. `classifier=auto` takes the prepared data's classifier
+(`style_classifier.classifier_for_data`, kept under `assets_dir`, trained on first use), or a path names a
+saved one. The family reports itself
 unavailable, with the reason, when the pieces carry no style, when lyria has no classifier module, or
 when the classifier does not know the requested styles.
 """
@@ -49,7 +50,11 @@ class StyleFidelity(Family):
         if self.classifier in (None, AUTO):
             if inputs.data is None:
                 return FamilyResult.not_available("classifier=auto needs prepared data to take the classifier from")
-            _, path = module.classifier_for_data(inputs.data)
+            assets_dir = getattr(inputs.assets, "root", None)
+            try:
+                _, path = module.classifier_for_data(inputs.data, assets_dir=assets_dir)
+            except ValueError as err:  # e.g. training data of a single style
+                return FamilyResult.not_available(f"no style classifier for this data: {err}")
         else:
             path = Path(self.classifier)
             if not path.is_file():

@@ -106,10 +106,17 @@ def test_metrics_json_contract_with_baseline_per_piece_and_report(compose_evalua
         "diversity.self_bleu": row["diversity.self_bleu"]
     }  # the same piece twice
     assert set(written["per_style"]) == {"jigs", "airs"} and written["per_style"]["jigs"]["n_pieces"] == 4
-    assert "style" in written["unavailable"]  # no classifier: a reason, never a number
-    assert {"split_manifest", "memorization_index"} <= set(written["assets"])
+    style = written["style"]  # the samples request styles: the data's own classifier scores them
+    for requested in ("jigs", "airs"):
+        row = [style[f"confusion.{requested}.{predicted}"] for predicted in ("airs", "jigs")]
+        assert sum(row) == 4 and style[f"fidelity.{requested}"] == style[f"confusion.{requested}.{requested}"] / 4
+        assert 0 <= style[f"real_accuracy.{requested}"] <= 1
+    assert style["fidelity"] == pytest.approx(np.mean([row["style.style_match"] for row in written["per_piece"].values()]))
+    assert written["baseline"]["style"]["fidelity"] is not None
+    assert {"split_manifest", "memorization_index", "style_classifier"} <= set(written["assets"])
     report = (out / "report.md").read_text()
     assert "real-vs-real" in report and "broken.mid" in report and "## closest training pieces" in report
+    assert "| requested / predicted | airs | jigs |" in report
     assert {p.name for p in (out / "plots").iterdir()} == {
         "features.png",
         "self_similarity.png",
@@ -270,7 +277,7 @@ class StandInClassifier:
         self.path = path
         self.path.write_bytes(b"stand-in classifier")
 
-    def classifier_for_data(self, prepared):
+    def classifier_for_data(self, prepared, assets_dir=None):
         return object(), self.path
 
     def style_fidelity(self, pieces, styles, classifier):
