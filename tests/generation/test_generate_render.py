@@ -79,6 +79,7 @@ def test_a_format_that_fails_is_listed_with_its_reason(untrained_checkpoint, com
 
 
 def test_an_unknown_format_fails_before_sampling(compose_train, tmp_path):
-    cfg = compose_train(f"ckpt={tmp_path / 'none.ckpt'}", "render.formats=[midi,mp3]", config_name="generate")
+    (tmp_path / "unread.ckpt").write_bytes(b"never loaded: the format check comes first")
+    cfg = compose_train(f"ckpt={tmp_path / 'unread.ckpt'}", "render.formats=[midi,mp3]", config_name="generate")
     with pytest.raises(ConfigError, match=r"render.formats\[1\]: unknown choice 'mp3'"):
         generate(cfg)
