@@ -10,8 +10,9 @@ ends inside the budget with the learning rate at its floor:
   of a validation's cost (forward passes over the validation batches, or the measured cost once one ran);
 - again after each validation, with the costs measured so far (a shared machine's load changes), as long
   as the fitted end lies ahead.
-The fitted end is rounded down to a multiple of an integer `val_check_interval`, so the last step is
-validated and checkpointed. The fitted value is part of the checkpoint: a resumed run keeps it.
+The last step is validated and checkpointed whether or not it falls on `val_check_interval` (training
+stops there through `trainer.should_stop`, which Lightning validates at). Warm-up is shortened to a tenth
+of the fitted steps when it was longer. The fitted value is part of the checkpoint: a resumed run keeps it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class TimeBudget(L.Callback):
         self._val_start: float | None = None
         self._in_val_interval = False
         self._resumed_fit: int | None = None
+        self._configured_warmup: int | None = None
 
     # ------------------------------------------------------------------ state in checkpoints
     def state_dict(self) -> dict:
@@ -73,6 +75,8 @@ class TimeBudget(L.Callback):
         done = trainer.global_step - self._start_step
         if self.fitted is None and done == self.warmup + self.measure:
             self._refit(trainer, "measured")
+        if self.fitted is not None and trainer.global_step >= self.fitted:
+            trainer.should_stop = True  # Lightning validates (and checkpoints) before it stops
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -103,12 +107,11 @@ class TimeBudget(L.Callback):
             val_every = None
         val_cost = self._validation_cost(trainer, step_seconds) if val_every else 0.0
         per_step = step_seconds + (val_cost / val_every if val_every else 0.0)
-        # what is left, less a margin and the final scoring of the best checkpoint (one more validation)
-        left = self.budget_s * (1.0 - self.margin) - (time.monotonic() - self._started) - val_cost
-        steps = trainer.global_step + max(0, int(left / per_step))
-        steps = min(steps, self.upper)
-        if val_every and steps >= val_every and steps < self.upper:
-            steps = max(trainer.global_step, steps // val_every * val_every)
+        if trainer.limit_val_batches != 0 and not val_cost:
+            val_cost = self._validation_cost(trainer, step_seconds)
+        # what is left, less a margin, the validation at the last step and the scoring of the best checkpoint
+        left = self.budget_s * (1.0 - self.margin) - (time.monotonic() - self._started) - 2 * val_cost
+        steps = min(trainer.global_step + max(0, int(left / per_step)), self.upper)
         steps = int(trainer.strategy.broadcast(steps))
         self.step_seconds = step_seconds
         self._apply(trainer, steps, f"{how}: {step_seconds:.2f} s/step, validation {val_cost:.1f} s")
@@ -120,6 +123,9 @@ class TimeBudget(L.Callback):
             for schedule in getattr(config.scheduler, "lr_lambdas", []):
                 if isinstance(schedule, WarmupCosine):
                     schedule.total_steps = self.fitted
+                    if self._configured_warmup is None:
+                        self._configured_warmup = schedule.warmup_steps
+                    schedule.warmup_steps = min(self._configured_warmup, max(1, self.fitted // 10))
         if trainer.is_global_zero:
             log.info(
                 "time budget %.0f s: max_steps %d (upper bound %s), the learning-rate schedule ends there (%s)",

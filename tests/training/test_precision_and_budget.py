@@ -55,8 +55,9 @@ def test_the_default_cpu_trainer_resolves_auto_and_logs_why(compose_train, monke
 class _SlowModule(L.LightningModule):
     """A step takes `step_s` seconds (sleep); a validation `val_s`; the schedule is WarmupCosine over 1000 steps."""
 
-    def __init__(self, step_s: float, val_s: float = 0.0) -> None:
+    def __init__(self, step_s: float, val_s: float = 0.0, warmup: int = 2) -> None:
         super().__init__()
+        self.warmup = warmup
         self.layer = nn.Linear(2, 1)
         self.step_s, self.val_s = step_s, val_s
         self.validated_at: list[int] = []
@@ -76,7 +77,7 @@ class _SlowModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=1.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(2, 1000, 0.1))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(self.warmup, 1000, 0.1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -101,7 +102,7 @@ def test_time_budget_fits_the_steps_and_ends_the_schedule_in_time(one_thread):
     assert 15 <= budget.fitted <= 60 and trainer.global_step == budget.fitted
     assert elapsed < 2.0 * 1.25
     schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
-    assert schedule.total_steps == budget.fitted
+    assert schedule.total_steps == budget.fitted and schedule.warmup_steps == 2  # shorter than a tenth: kept
     # the cosine reached its floor at the last step (it would be near its top with total 1000)
     assert module.lrs[-1] == pytest.approx(0.1, abs=0.02)
 
@@ -114,11 +115,21 @@ def test_time_budget_counts_validations_and_ends_on_a_validated_step(one_thread)
     started = time.monotonic()
     trainer.fit(module, train_dataloaders=_loader(), val_dataloaders=_loader(3))
     elapsed = time.monotonic() - started
-    assert budget.fitted % 10 == 0 and trainer.global_step == budget.fitted < 1000
-    assert module.validated_at[-1] == budget.fitted
+    assert trainer.global_step == budget.fitted < 1000
+    assert module.validated_at[-1] == budget.fitted  # the last step is validated, on the interval or not
     # each validation (0.3 s per 10 steps of 0.02 s) more than doubles the cost of a step: counted, not ignored
     assert budget.fitted <= 3.0 / (0.02 + 0.3 / 10)
     assert elapsed < 3.0 * 1.25
+
+
+def test_a_warmup_longer_than_a_tenth_of_the_fitted_steps_is_shortened(one_thread):
+    budget = TimeBudget(1.5, warmup=1, measure=4)
+    module = _SlowModule(step_s=0.03, warmup=500)
+    trainer = _trainer([budget], limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=_loader())
+    schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert budget.fitted < 100 and schedule.warmup_steps == budget.fitted // 10
+    assert max(module.lrs) > 0.9  # the peak learning rate is reached, not a sliver of warm-up
 
 
 def test_time_budget_keeps_the_configured_max_steps_as_upper_bound(one_thread):
