@@ -6,8 +6,9 @@ measures the step time on the machine it runs on and sets `max_steps` (never abo
 which stays the upper bound) and the schedule's `total_steps` so that training, its validations included,
 ends inside the budget with the learning rate at its floor:
 
-- after `warmup` steps (start-up costs) and `measure` more, from the median step time and an estimate
-  of a validation's cost (forward passes over the validation batches, or the measured cost once one ran);
+- after `warmup` steps (start-up costs) and `measure` more (fewer, at least 3, once a tenth of the budget
+  is spent: a slow machine gets its schedule early), from the median step time and an estimate of a
+  validation's cost (forward passes over the validation batches, or the measured cost once one ran);
 - again after each validation, with the costs measured so far (a shared machine's load changes), as long
   as the fitted end lies ahead.
 The last step is validated and checkpointed whether or not it falls on `val_check_interval` (training
@@ -28,14 +29,17 @@ from lyria.training.optim import WarmupCosine
 
 log = logging.getLogger(__name__)
 
+MIN_MEASURED = 3
+
 
 class TimeBudget(L.Callback):
     """Sets `max_steps` and the schedule's total so that training ends within `budget_s` seconds."""
 
-    def __init__(self, budget_s: float, warmup: int = 3, measure: int = 20, margin: float = 0.03) -> None:
+    def __init__(self, budget_s: float, warmup: int = 3, measure: int = 20, margin: float = 0.03, early_fraction: float = 0.1) -> None:
         if budget_s <= 0:
             raise ValueError(f"training.time_budget_s={budget_s} must be positive (null turns the budget off)")
         self.budget_s, self.warmup, self.measure, self.margin = float(budget_s), int(warmup), int(measure), float(margin)
+        self.early_fraction = float(early_fraction)
         self.upper: int | None = None  # the configured max_steps
         self.fitted: int | None = None
         self.step_seconds: float | None = None
@@ -73,7 +77,11 @@ class TimeBudget(L.Callback):
             self._intervals.append(now - self._last_end)
         self._last_end, self._in_val_interval = now, False
         done = trainer.global_step - self._start_step
-        if self.fitted is None and done == self.warmup + self.measure:
+        # fit after `measure` steps, or sooner on a slow machine: once a tenth of the budget is spent (3 steps at least)
+        measured = done - self.warmup
+        if self.fitted is None and measured >= MIN_MEASURED and (
+            measured >= self.measure or now - self._started >= self.early_fraction * self.budget_s
+        ):
             self._refit(trainer, "measured")
         if self.fitted is not None and trainer.global_step >= self.fitted:
             trainer.should_stop = True  # Lightning validates (and checkpoints) before it stops

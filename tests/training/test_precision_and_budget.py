@@ -132,6 +132,20 @@ def test_a_warmup_longer_than_a_tenth_of_the_fitted_steps_is_shortened(one_threa
     assert max(module.lrs) > 0.9  # the peak learning rate is reached, not a sliver of warm-up
 
 
+def test_a_slow_machine_gets_its_schedule_after_a_tenth_of_the_budget(one_thread):
+    fitted_at = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if budget.fitted is not None and not fitted_at:
+                fitted_at.append(trainer.global_step)
+
+    budget = TimeBudget(3.0, warmup=1, measure=20)  # 20 steps of 0.1 s would spend two thirds of the budget
+    trainer = _trainer([budget, Watch()], limit_val_batches=0)
+    trainer.fit(_SlowModule(step_s=0.1), train_dataloaders=_loader())
+    assert 1 + 3 <= fitted_at[0] <= 8 and 15 <= budget.fitted <= 30
+
+
 def test_time_budget_keeps_the_configured_max_steps_as_upper_bound(one_thread):
     budget = TimeBudget(30.0, warmup=1, measure=3)
     trainer = _trainer([budget], limit_val_batches=0, max_time=None)
