@@ -178,6 +178,7 @@ class DataConfig:
     name: Optional[str] = None
     column: Optional[str] = None
     streaming: bool = False
+    task: Optional[str] = None
 
 
 @dataclass
@@ -325,6 +326,7 @@ class GenerateSchema:
     prompt_bars: Optional[int] = None
     infill: Optional[str] = None
     bars: Optional[str] = None
+    melody: Optional[str] = None
     device: str = "cpu"
     output_dir: str = "samples"
     processors: list[Any] = field(default_factory=list)

@@ -304,7 +304,7 @@ class TrainCrops(Dataset):
             shift = int(rng.integers(lo, hi + 1))
             transposed = self._transpose(ids, shift)
             ids = transposed if transposed is not None else ids
-        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": style}
+        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": style, "bar_span": (int(bars[0]), int(bars[-1]))}
         if mask is not None:
             example["loss_mask"] = mask
         infilled = self.infilling.apply(ids, bars, rng, self.max_len) if self.infilling is not None else None
@@ -341,7 +341,7 @@ class EvalWindows(Dataset):
         row = self.split[index]
         ids, bars = self.layout.frame(np.asarray(row["ids"]), np.asarray(row["bar_ids"]), row["style_id"])
         ids, bars, mask = self.layout.window(ids, bars, begin, self.max_len)
-        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": row["style_id"]}
+        example = {"tokens": ids, "bar_ids": bars - bars[0], "style_id": row["style_id"], "bar_span": (int(bars[0]), int(bars[-1]))}
         if mask is not None:
             example["loss_mask"] = mask
         return example
@@ -439,6 +439,10 @@ class MusicDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
+    def wrap(self, dataset: Dataset, split: str) -> Dataset:
+        """The dataset a loader serves (a task adds to each example here)."""
+        return dataset
+
     def train_dataloader(self) -> ResumableLoader:
         split = self.prepared.splits["train"]
         if len(split) == 0:
@@ -451,7 +455,7 @@ class MusicDataModule(L.LightningDataModule):
         )
         world, rank = self._ranks()
         sampler = EpochSampler(split["style_id"], seed=self.seed, balance_styles=self.balance_styles, num_replicas=world, rank=rank)
-        self._train_loader = ResumableLoader(dataset, sampler, self.batch_size, **self._loader_options())
+        self._train_loader = ResumableLoader(self.wrap(dataset, "train"), sampler, self.batch_size, **self._loader_options())
         return self._train_loader
 
     def eval_dataloader(self, split: str, sharded: bool = True) -> DataLoader:
@@ -464,7 +468,7 @@ class MusicDataModule(L.LightningDataModule):
                 f"use fewer devices or more {split} data (data.val_fraction / data.test_fraction)"
             )
         sampler = EvalShard(len(windows), world, rank)
-        return DataLoader(windows, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
+        return DataLoader(self.wrap(windows, split), batch_size=self.eval_batch_size, sampler=sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("validation")

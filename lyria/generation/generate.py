@@ -21,7 +21,7 @@ from lyria.checkpoint import load_model
 from lyria.config import ConfigError, GenerateSchema, build, check_arguments, validate
 from lyria.data.limits import InputLimits
 from lyria.files import atomic_write
-from lyria.generation.pieces import Piece, continue_piece, infill_piece, new_pieces, read_midi, style_conditioning
+from lyria.generation.pieces import Piece, continue_piece, harmonize, infill_piece, new_pieces, read_midi, style_conditioning
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
 
@@ -46,6 +46,11 @@ def _read_midi(path: str, what: str, limits: InputLimits):
 
 
 def _mode(cfg: DictConfig) -> str:
+    if cfg.melody is not None:
+        given = [key for key in ("prompt", "infill", "cfg_scale") if cfg.get(key) is not None]
+        if given:
+            raise ConfigError(f"melody={cfg.melody!r} writes a setting of a melody; it does not combine with {given}")
+        return "harmonize"
     if cfg.prompt is not None and cfg.infill is not None:
         raise ConfigError(f"prompt={cfg.prompt!r} and infill={cfg.infill!r}: give one of them (continue a piece, or fill its bars)")
     if cfg.infill is not None and cfg.bars is None:
@@ -90,7 +95,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     input_limits = InputLimits.from_config(cfg.input_limits, "input_limits")
     source = None  # the prompt or the piece to infill, read (and refused) before the model is loaded
     if mode != "new":
-        source = _read_midi(cfg.prompt if mode == "continue" else cfg.infill, "prompt" if mode == "continue" else "infill", input_limits)
+        what = {"continue": "prompt", "infill": "infill", "harmonize": "melody"}[mode]
+        source = _read_midi(cfg[what], what, input_limits)
     sampler = build_sampler(cfg)
     styles = requested_styles(cfg.style, sampler, cfg.cfg_scale)
     if cfg.cfg_scale is not None and not getattr(sampler.model.conditioner, "dropout", 0.0):
@@ -107,6 +113,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
                 made = continue_piece(sampler, source, prompt_bars=cfg.prompt_bars, progress=progress.update, **common)
             elif mode == "infill":
                 made = infill_piece(sampler, source, str(cfg.bars), progress=progress.update, **common)
+            elif mode == "harmonize":
+                common.pop("cfg_scale")
+                made = harmonize(sampler, source, progress=progress.update, **common)
             else:
                 made = new_pieces(sampler, progress=progress.update, **common)
             for piece in made:
@@ -128,6 +137,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         "failed": len(failures),
         "stop_reasons": dict(Counter(entry["stop_reason"] for entry in samples + failures)),
         "render_failed": render_failed,
+        **_task_summary(pieces),
         "samples": samples,
         "failures": failures,
     }
@@ -137,6 +147,11 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         f"wrote {len(samples)} samples as {'/'.join(renderers)} to {out_dir} ({index['repaired']} repaired, "
         f"{len(failures)} failed to decode{unrendered}; stopped by {index['stop_reasons']}; see index.json)"
     )
+    if "soprano_equal_rate" in index:
+        print(
+            f"soprano equals the given melody in {index['soprano_equal_rate']:.0%} of the samples; "
+            f"mean share of the melody's notes kept: {index['soprano_note_match_mean']:.0%}"
+        )
     return index
 
 
@@ -167,6 +182,17 @@ def _render(pieces: list[Piece], out_dir: Path, renderers: Mapping[str, Renderer
     return samples, failures
 
 
+def _task_summary(pieces: list[Piece]) -> dict[str, Any]:
+    """Harmonization: how often the generated soprano equals the given melody, and its mean note match."""
+    measured = [piece.metrics for piece in pieces if piece.metrics]
+    if not measured or "soprano_equal" not in measured[0]:
+        return {}
+    return {
+        "soprano_equal_rate": round(sum(m["soprano_equal"] for m in measured) / len(pieces), 4),
+        "soprano_note_match_mean": round(sum(m["soprano_note_match"] for m in measured) / len(pieces), 4),
+    }
+
+
 def _entry(piece: Piece) -> dict[str, Any]:
     result = piece.result
     entry = {
@@ -183,4 +209,6 @@ def _entry(piece: Piece) -> dict[str, Any]:
         entry["seconds"] = round(float(piece.score.to("second").end()), 2)
     if piece.repaired:
         entry["repaired"] = piece.repaired
+    if piece.metrics:
+        entry.update(piece.metrics)
     return entry

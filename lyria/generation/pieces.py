@@ -38,6 +38,7 @@ class Piece:
     repaired: str | None = None
     error: str | None = None
     style: str | None = None  # the style asked for (None: no style)
+    metrics: dict | None = None  # task measures (harmonization: does the soprano equal the melody)
 
 
 def _read_bounded(job: tuple[str, InputLimits]) -> Score:
@@ -418,6 +419,45 @@ def infill_piece(
     return _pieces(results, build)
 
 
+def harmonize(
+    sampler: Sampler,
+    melody: Score,
+    n: int,
+    seed: int = 0,
+    limits: Limits | None = None,
+    batch_size: int = 8,
+    progress=None,
+    style: str | None = None,
+) -> list[Piece]:
+    """`n` four-part settings of `melody` (its first pitched part, as the soprano) by a model trained with
+    `experiment=chorale_harmonization`: the melody's tokens are the cross-attention memory, the decoder writes
+    every voice from BOS. Each piece's `metrics` say whether its soprano equals the melody (onsets and pitches)
+    and the share of the melody's notes it holds. Unless `limits.max_bars` says otherwise, a setting stops
+    after the melody's last bar."""
+    from lyria.data.harmonization import melody_score, soprano_match
+
+    tok = sampler.tokenizer
+    if not getattr(sampler.model.conditioner, "memory_vocab_size", 0):
+        raise ValueError("melody= needs a model that reads an input sequence (experiment=chorale_harmonization: cross_attention with memory_tokens)")
+    soprano = melody_score(melody)
+    memory = tok.encode(soprano)
+    if len(memory) == 0:
+        raise ValueError("the melody encodes to no tokens")
+    limits = limits or Limits()
+    if limits.max_bars is None:
+        limits = Limits(limits.max_new_tokens, int(memory.bar_ids.max()) + 1, limits.max_seconds, limits.seconds_at)
+    request = style_conditioning(sampler, style, None, n)
+    cond = {"memory": torch.as_tensor(memory.ids, dtype=torch.long)[None].repeat(n, 1)}
+    if request.cond is not None:
+        cond["style"] = request.cond["style"]
+    results = _sample(sampler, request.head, n, seed, limits, batch_size, cond, progress)
+    pieces = _pieces(results, lambda result: decode_or_repair(tok, result.ids))
+    for piece in pieces:
+        if piece.score is not None:
+            piece.metrics = soprano_match(piece.score, soprano)
+    return pieces
+
+
 def _infilling_prompt(
     tokenizer, ids: np.ndarray, bar_ids: np.ndarray, span: tuple[int, int], budget: int, head: int = 1
 ) -> np.ndarray:
@@ -445,6 +485,7 @@ __all__ = [
     "Piece",
     "continue_piece",
     "decode_or_repair",
+    "harmonize",
     "infill_piece",
     "new_pieces",
     "parse_bars",

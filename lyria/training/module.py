@@ -81,7 +81,10 @@ class LyriaLightningModule(L.LightningModule):
         return self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond={"style": batch["style"]})
+        cond = {"style": batch["style"]}
+        if "memory" in batch:  # a sequence-to-sequence task's input (harmonization: the melody)
+            cond["memory"] = batch["memory"]
+        logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond=cond)
         loss, correct, count = token_loss(logits, batch["targets"], batch.get("loss_mask"))
         if stage == "train":
             # per step, on this rank; no host synchronisation here (the progress bar reads it now and then)

@@ -98,9 +98,21 @@ def build_datamodule(cfg: DictConfig, tokenizer, prepared) -> MusicDataModule:
     dropout = float(conditioning.get("dropout", 0.0) or 0.0)
     if dropout > 0 and not conditioning_class(cfg).conditional and not cfg.model.get("style_output"):
         dropout = 0.0  # an unconditional model has nothing to drop
-    return MusicDataModule(
+    extra: dict[str, Any] = {}
+    module_class = MusicDataModule
+    if cfg.data.task == "harmonization":
+        from lyria.data.harmonization import HarmonizationDataModule
+
+        if not conditioning.get("memory_tokens"):
+            raise ConfigError("data.task=harmonization needs model/conditioning=cross_attention with model.conditioning.memory_tokens=true")
+        module_class = HarmonizationDataModule
+        extra["max_memory_length"] = int(conditioning.get("max_memory_length", 1024))
+    elif cfg.data.task is not None:
+        raise ConfigError(f"data.task={cfg.data.task!r}: known tasks are null (music) and 'harmonization'")
+    return module_class(
         prepared,
         tokenizer,
+        **extra,
         max_seq_len=cfg.model.max_seq_len,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
@@ -250,7 +262,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     if scored:
         val_loss = float(scored[0]["val/loss"])
         baseline = unigram_loss(
-            unigram_log_probs(prepared.splits["train"], datamodule.layout, tokenizer.vocab_sizes),
+            unigram_log_probs(datamodule.prepared.splits["train"], datamodule.layout, tokenizer.vocab_sizes),
             datamodule.eval_dataloader("validation", sharded=False),
         )
         metrics.update({"final_val_loss": val_loss, "unigram_val_loss": baseline, "final_val_ppl": math.exp(val_loss)})

@@ -1,0 +1,83 @@
+"""Chorale harmonization: four voices kept apart, the soprano as the encoder's input, cached cross-attention
+over it at generation, and the soprano match reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from symusic import Note, Score, Track
+
+from lyria.checkpoint import load_model
+from lyria.data.harmonization import SOPRANO_PROGRAM, VOICE_PROGRAMS, melody_score, soprano_match, voiced
+from lyria.generation.generate import generate
+from lyria.generation.pieces import harmonize
+from lyria.generation.sampler import Limits, Sampler
+from lyria.training.train import train
+
+
+def _chorale(bars: int = 4) -> Score:
+    score = Score(480)
+    for index, base in enumerate((72, 67, 60, 48)):
+        track = Track(f"part{index}", 0, False)
+        for beat in range(4 * bars):
+            track.notes.append(Note(beat * 480, 480, base + (beat * (index + 2)) % 5, 64))
+        score.tracks.append(track)
+    return score
+
+
+def test_voices_get_their_own_programs_and_the_melody_is_the_soprano():
+    piece = voiced(_chorale())
+    assert [t.program for t in piece.tracks] == list(VOICE_PROGRAMS)
+    assert voiced(Score(480)) is None
+    melody = melody_score(piece)
+    assert [t.program for t in melody.tracks] == [SOPRANO_PROGRAM]
+    assert soprano_match(piece, melody) == {"soprano_equal": True, "soprano_note_match": 1.0}
+    shifted = piece.copy()
+    shifted.tracks[0].notes[0].pitch += 1
+    result = soprano_match(shifted, melody)
+    assert not result["soprano_equal"] and result["soprano_note_match"] == pytest.approx(15 / 16)
+
+
+@pytest.mark.slow
+def test_harmonization_trains_and_generates_from_a_melody(compose_train, tmp_path):
+    cfg = compose_train(
+        "experiment=chorale_harmonization", "data.max_pieces_per_style=8", "model.max_seq_len=128", "trainer.max_steps=6",
+        "trainer.val_check_interval=3", "data.batch_size=4",
+    )
+    metrics, objects = train(cfg)
+    assert metrics["global_step"] == cfg.trainer.max_steps
+    batch = next(iter(objects["datamodule"].train_dataloader()))
+    assert batch["memory"].shape[0] == batch["tokens"].shape[0] and (batch["memory"] > 0).any()
+    checkpoint = objects["paths"]["best_checkpoint"]
+    model, tokenizer, _ = load_model(checkpoint)
+    melody_file = tmp_path / "melody.mid"
+    melody_score(voiced(_chorale())).dump_midi(str(melody_file))
+
+    # the melody's keys and values are computed once and reused by every step and re-read
+    sampler = Sampler(model, tokenizer, [])
+    calls = []
+    original = model.conditioner.encode
+    model.conditioner.encode = lambda *a, **k: calls.append(1) or original(*a, **k)
+    pieces = harmonize(sampler, Score(str(melody_file)), n=2, seed=0, limits=Limits(max_new_tokens=40), batch_size=2)
+    model.conditioner.encode = original
+    assert len(calls) == 1 and len(pieces) == 2
+
+    out = tmp_path / "samples"
+    gen = compose_train(f"ckpt={checkpoint}", f"melody={melody_file}", "n=2", "max_new_tokens=40", "render.formats=[midi]",
+                        f"output_dir={out}", config_name="generate")
+    index = generate(gen)
+    assert index["mode"] == "harmonize"
+    assert 0.0 <= index["soprano_note_match_mean"] <= 1.0 and "soprano_equal_rate" in index
+    assert all("soprano_equal" in entry for entry in index["samples"])
+
+
+def test_a_model_without_an_input_sequence_refuses_a_melody():
+    from lyria.models.lm import LyriaLM
+    from lyria.tokenizers import LyriaTokenizer
+
+    tokenizer = LyriaTokenizer(num_style_slots=2)
+    model = LyriaLM(tokenizer.vocab_sizes, {"_target_": "lyria.models.mixers.AttentionMixer"}, d_model=16, n_layers=1,
+                    n_heads=2, d_ff=32, max_seq_len=16, num_styles=2)
+    with pytest.raises(ValueError, match="chorale_harmonization"):
+        harmonize(Sampler(model, tokenizer, []), _chorale(), n=1)
+
