@@ -318,3 +318,10 @@ def test_cli_mistakes_are_one_line_naming_the_key(tmp_path):
     assert last.startswith("lyria-style-classifier: error: ") and re.search(r"unknown config key 'classifier\.hiden'; did you mean 'classifier\.hidden'", last), result.stderr
     with pytest.raises(ConfigError, match=r"classifier\.weight_decays is empty"):
         sc.settings_from_config({"weight_decays": []})
+
+
+def test_a_new_classifier_version_changes_the_family_settings(monkeypatch):
+    """The settings key the cached real-vs-real baseline: a new classifier format must not reuse old scores."""
+    before = StyleFidelity().settings()
+    monkeypatch.setattr(sc, "VERSION", sc.VERSION + 1)
+    assert StyleFidelity().settings() == before | {"classifier_version": sc.VERSION}
