@@ -413,7 +413,7 @@ def train_classifier(
 
 
 def classifier_key(prepared, settings: ClassifierSettings) -> dict:
-    """What the classifier of `prepared` is computed from: the three split manifests and the settings."""
+    """What the classifier of `prepared` is computed from: the three split manifests, the settings and the features."""
     from lyria.evaluation.sets import split_key
 
     return {
@@ -421,6 +421,7 @@ def classifier_key(prepared, settings: ClassifierSettings) -> dict:
         "validation": split_key(prepared, "validation"),
         "test": split_key(prepared, "test"),
         "settings": settings.as_dict(),
+        "features": _feature_names(),  # a feature added to the features family makes a new classifier
     }
 
 
