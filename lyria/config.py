@@ -391,6 +391,25 @@ class EvaluateSchema:
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 
+@dataclass
+class StyleClassifierSettingsSchema:
+    hidden: int = 0
+    weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    max_iter: int = 300
+    seed: int = 0
+    max_pieces_per_style: Optional[int] = 2000
+    feature_resolution: int = 24
+
+
+@dataclass
+class StyleClassifierSchema:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerSchema = field(default_factory=TokenizerSchema)
+    assets_dir: Optional[str] = None
+    classifier: StyleClassifierSettingsSchema = field(default_factory=StyleClassifierSettingsSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+
+
 def _allowed_keys(schema: type, parent: list[str]) -> list[str]:
     node: Any = OmegaConf.structured(schema)
     for part in parent:

@@ -42,6 +42,7 @@ def _schema(program: str):
         "lyria-evaluate": config.EvaluateSchema,
         "lyria-leaderboard": config.LeaderboardSchema,
         "lyria-export": config.ExportSchema,
+        "lyria-style-classifier": config.StyleClassifierSchema,
     }.get(program)
 
 

@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lyria.cli import CONF_DIR, run_cli, user_errors
+from lyria.config import StyleClassifierSchema, validate
 
 PROGRAM = "lyria-style-classifier"
 
@@ -14,6 +15,7 @@ PROGRAM = "lyria-style-classifier"
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="style_classifier")
 def _main(cfg: DictConfig) -> None:
     with user_errors(PROGRAM):
+        validate(cfg, StyleClassifierSchema)  # before the heavy imports: a wrong key is reported in a second
         from lyria.evaluation.style_classifier import run
 
         run(cfg)

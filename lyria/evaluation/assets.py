@@ -46,7 +46,8 @@ def split_manifest(piece_ids: list[str], content_hashes: list[str], styles: list
     return {"n_pieces": len(rows), "hash": digest(rows)}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Writes `path` through a temporary file beside it: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
@@ -86,7 +87,7 @@ class AssetStore:
                 log.warning("rebuilding evaluation asset %s: %s", path, err)
         arrays = build()
         if path is not None:
-            _atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+            atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
             log.info("saved evaluation asset %s", path)
         return arrays
 
@@ -102,7 +103,7 @@ class AssetStore:
                 log.warning("rebuilding evaluation asset %s: %s", path, err)
         value = build()
         if path is not None:
-            _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value)))
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value)))
         return value
 
 

@@ -39,6 +39,11 @@ class StyleFidelity(Family):
     def __init__(self, classifier: str | None = AUTO) -> None:
         self.classifier = classifier
 
+    def settings(self) -> dict:
+        """With the classifier's format version: a new version scores the (cached) baseline afresh."""
+        module = classifier_module()
+        return super().settings() | {"classifier_version": getattr(module, "VERSION", None) if module else None}
+
     def compute(self, inputs: EvalInputs) -> FamilyResult:
         pieces = inputs.generated
         scored = [i for i, style in enumerate(pieces.styles) if style is not None]

@@ -1,22 +1,5 @@
-"""The style classifier: which style a piece sounds like, trained on the real training split of prepared data.
-
-Style fidelity of generated music is measured with it: of the pieces generated for a style, the share the
-classifier assigns to that style; its accuracy on the real test split, per style, is what a model's
-samples could at best reach (the real-vs-real baseline: some styles are close relatives, such as Irish
-and American fiddle tunes, and real pieces of one are taken for the other too).
-
-Each piece becomes a fixed vector of musical features that survive lyria's tokenization (beats, not
-seconds; one merged track; no velocities or tempos): the per-piece features of
-`lyria.evaluation.features`, interval, onset-phase, IOI and duration histograms, register, and the
-pitch-class histogram and transitions relative to the piece's estimated key (so a transposed piece keeps
-its style). A multinomial logistic regression (or, with `hidden > 0`, a one-hidden-layer network) is
-fitted in torch with class-balanced weights; the validation split picks the L2 strength.
-
-The classifier is an evaluation asset: `<assets_dir>/style_classifier/v<VERSION>-<key>.npz`, the key
-hashing the train / validation / test manifests and the settings. The file holds numpy arrays and one
-JSON string (the styles, feature names, settings, training-data hash, accuracy on the test split and its
-confusion matrix) and is read with `allow_pickle=False`: loading a classifier runs no code.
-"""
+"""The style classifier (musical features -> logistic regression, trained on the real training split) and style
+fidelity: how often generated pieces are classified as the style they were asked for. See README "Style fidelity"."""
 
 from __future__ import annotations
 
@@ -31,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from lyria.evaluation.assets import _atomic_write, digest
+from lyria.evaluation.assets import atomic_write, digest
 from lyria.evaluation.base import PieceNotes
 from lyria.evaluation.coherence import estimate_keys
 from lyria.evaluation.features import (
@@ -232,7 +215,7 @@ class StyleClassifier:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **self.to_arrays())
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
         return path
 
 
@@ -430,7 +413,7 @@ def train_classifier(
 
 
 def classifier_key(prepared, settings: ClassifierSettings) -> dict:
-    """What the classifier of `prepared` is computed from: the three split manifests and the settings."""
+    """What the classifier of `prepared` is computed from: the three split manifests, the settings and the features."""
     from lyria.evaluation.sets import split_key
 
     return {
@@ -438,6 +421,7 @@ def classifier_key(prepared, settings: ClassifierSettings) -> dict:
         "validation": split_key(prepared, "validation"),
         "test": split_key(prepared, "test"),
         "settings": settings.as_dict(),
+        "features": _feature_names(),  # a feature added to the features family makes a new classifier
     }
 
 

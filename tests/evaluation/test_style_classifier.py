@@ -162,9 +162,10 @@ def test_saved_classifier_round_trips_and_loading_runs_no_code(trained, tmp_path
     assert not marker.exists()
 
 
-def write_corpus(root: Path, extra: bool = False) -> Path:
+def write_corpus(root: Path, extra: bool = False, per_style: int = 8) -> Path:
+    """Two styles of seeded tunes as a MIDI folder: jigs (one line, above middle C), airs (in octaves, lower)."""
     for style, tonic, chords in (("jigs", 62, False), ("airs", 55, True)):
-        for k in range(8 + (2 if extra and style == "jigs" else 0)):
+        for k in range(per_style + (2 if extra and style == "jigs" else 0)):
             path = root / style / f"{style}_{k:02d}.mid"
             path.parent.mkdir(parents=True, exist_ok=True)
             score_from_notes(random_piece(1000 * tonic + k, n_notes=40, root=tonic, chords=chords)).dump_midi(str(path))
@@ -309,11 +310,18 @@ def test_cli_mistakes_are_one_line_naming_the_key(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("LYRIA_DEBUG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "lyria.cli.style_classifier", "+classifier.hiden=8", f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "lyria.cli.style_classifier", "classifier.hiden=8", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("lyria-style-classifier: error: ") and re.search(r"unknown settings \['hiden'\]; known: \[", last), result.stderr
+    assert last.startswith("lyria-style-classifier: error: ") and re.search(r"unknown config key 'classifier\.hiden'; did you mean 'classifier\.hidden'", last), result.stderr
     with pytest.raises(ConfigError, match=r"classifier\.weight_decays is empty"):
         sc.settings_from_config({"weight_decays": []})
+
+
+def test_a_new_classifier_version_changes_the_family_settings(monkeypatch):
+    """The settings key the cached real-vs-real baseline: a new classifier format must not reuse old scores."""
+    before = StyleFidelity().settings()
+    monkeypatch.setattr(sc, "VERSION", sc.VERSION + 1)
+    assert StyleFidelity().settings() == before | {"classifier_version": sc.VERSION}
