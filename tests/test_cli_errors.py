@@ -107,7 +107,6 @@ def model_files(files) -> Path:
 
     from lyria.tokenizers import LyriaTokenizer
     from lyria.training.module import LyriaLightningModule
-    from tests_support import make_score
 
     model = {
         "mixer": {"_target_": "lyria.models.mixers.AttentionMixer", "position": {"_target_": "lyria.models.positions.RotaryPosition"}},
