@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lyria.cli import user_errors
+from tests_support import make_score
 
 # (tool, arguments, a regex the one-line message must match: the key, and what is allowed). FILES: a folder with
 # `dummy.ckpt` (any file: the values are checked before it is read), `corrupt.ckpt`, `runs/` and `samples/`.
@@ -43,6 +44,9 @@ CASES = [
     ("generate", ["ckpt=dummy.ckpt", "temperature=-1"], r"temperature=-1\.0 is not allowed: expected a number > 0"),
     ("generate", ["ckpt=dummy.ckpt", "top_k=0"], r"top_k=0 is not allowed"),
     ("generate", ["ckpt=dummy.ckpt", "+temprature=2"], r"unknown config key 'temprature'; did you mean 'temperature'"),
+    ("generate", ["ckpt=dummy.ckpt", "prompt=broken.mid"], r"prompt='broken\.mid' is not a readable MIDI file: RuntimeError: MiniMidi"),
+    ("generate", ["ckpt=dummy.ckpt", "infill=tune.mid", "bars=1-2", "input_limits.max_notes=2"],
+     r"infill='tune\.mid' is over a limit: notes 4 > input_limits\.max_notes=2 "),
     ("generate", ["ckpt=dummy.ckpt", "prompt=missing.mid"], r"prompt='missing\.mid' is not allowed: expected an existing file"),
     ("generate", ["ckpt=dummy.ckpt", "max_new_tokens=0"], r"max_new_tokens=0 is not allowed"),
     ("generate", ["ckpt=dummy.ckpt", "window.keep_fraction=1.5"], r"window\.keep_fraction=1\.5 is not allowed: expected a number > 0 and < 1"),
@@ -91,6 +95,8 @@ def files(tmp_path_factory) -> Path:
     (root / "corrupt.ckpt").write_bytes(b"PK\x03\x04 truncated")
     (root / "runs").mkdir()
     (root / "samples").mkdir()
+    (root / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x10\x00\x00\x90")
+    make_score([60, 62, 64, 65]).dump_midi(str(root / "tune.mid"))
     return root
 
 
@@ -101,7 +107,6 @@ def model_files(files) -> Path:
 
     from lyria.tokenizers import LyriaTokenizer
     from lyria.training.module import LyriaLightningModule
-    from tests_support import make_score
 
     model = {
         "mixer": {"_target_": "lyria.models.mixers.AttentionMixer", "position": {"_target_": "lyria.models.positions.RotaryPosition"}},
