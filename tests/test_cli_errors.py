@@ -51,6 +51,8 @@ CASES = [
     ("generate", ["ckpt=dummy.ckpt", "max_new_tokens=0"], r"max_new_tokens=0 is not allowed"),
     ("generate", ["ckpt=dummy.ckpt", "window.keep_fraction=1.5"], r"window\.keep_fraction=1\.5 is not allowed: expected a number > 0 and < 1"),
     ("generate", ["ckpt=dummy.ckpt", "render.backend=timidity"], r"render\.backend='timidity' is not allowed: expected one of \['synth', 'fluidsynth'\]"),
+    ("generate", ["ckpt=dummy.ckpt", "cfg_scale=-1"], r"cfg_scale=-1\.0 is not allowed: expected a number >= 0"),
+    ("train", ["model/conditioning=style_token", "model.conditioning.dropout=1"], r"model\.conditioning\.dropout=1(\.0)? is not allowed"),
     ("generate", ["ckpt=dummy.ckpt", "+field_temperature={Pitch: -1}"], r"field_temperature\.Pitch=-1(\.0)? is not allowed: expected a number > 0"),
     # lyria-evaluate
     ("evaluate", [], r"config key 'generated' is required"),
@@ -85,6 +87,7 @@ SLOW_CASES = [
     ("generate", ["ckpt=model/best.ckpt", "prompt=long.mid", "window.keep_fraction=0.02", "render.formats=[midi]"],
      r"the prompt's pinned part has \d+ tokens but only \d+ are kept when the context \(64\) is full: shorten the prompt"),
     ("generate", ["ckpt=model/best.ckpt", "prompt=long.mid", "max_bars=2", "render.formats=[midi]"], r"max_bars=2 leaves no room after the prompt's \d+ bars"),
+    ("generate", ["ckpt=model/best.ckpt", "style=jazz", "render.formats=[midi]"], r"style.*'jazz'"),
 ]
 
 
