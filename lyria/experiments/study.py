@@ -90,10 +90,11 @@ def _section(study: DictConfig, name: str) -> dict[str, Any]:
     return {"settings": section, "overrides": overrides}
 
 
-def _finish(composed: DictConfig, settings: dict[str, Any], schema: type, where: str) -> DictConfig:
-    """The composed config with the study's settings merged in, checked against the app's schema."""
+def _finish(composed: DictConfig, layers: list[dict[str, Any]], schema: type, where: str) -> DictConfig:
+    """The composed config with the study's settings, then the run's own values, merged in; checked against the
+    app's schema."""
     OmegaConf.set_struct(composed, False)
-    merged = OmegaConf.merge(composed, settings)
+    merged = OmegaConf.merge(composed, *layers)
     try:
         return validate(merged, schema)
     except ConfigError as err:
@@ -108,9 +109,11 @@ def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) 
     samples, evaluation = run_dir / SAMPLES_DIR, run_dir / EVALUATION_DIR
     cache_dir = str(cfg.paths.cache_dir)
 
+    # The run's own values are merged after composition rather than given as overrides: a path may hold characters
+    # (`=`, `,`, spaces) that Hydra's override grammar would need quoted.
     generate = _section(cfg.study, "generate")
-    base = [f"ckpt={checkpoint}", f"output_dir={samples}", f"paths.output_dir={samples}", f"paths.cache_dir={cache_dir}"]
-    generate_cfg = _finish(compose_app("generate", base + generate["overrides"]), generate["settings"], GenerateSchema, "study.generate")
+    owned = {"ckpt": str(checkpoint), "output_dir": str(samples), "paths": {"output_dir": str(samples), "cache_dir": cache_dir}}
+    generate_cfg = _finish(compose_app("generate", generate["overrides"]), [generate["settings"], owned], GenerateSchema, "study.generate")
 
     evaluate = _section(cfg.study, "evaluate")
     group = evaluate["settings"].pop(EVAL_GROUP_KEY, None)
@@ -119,15 +122,17 @@ def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) 
             f"study.evaluate.eval names a conf/eval group (e.g. fast), found {group!r}; change eval settings with "
             "study.evaluate.overrides=[eval.KEY=VALUE]"
         )
-    base = [
-        f"generated={samples}",
-        f"output_dir={evaluation}",
-        f"checkpoint={checkpoint}",
-        "training_data=auto",  # the data the run was trained on: the config.yaml beside the checkpoint
-        f"paths.output_dir={evaluation}",
-        f"paths.cache_dir={cache_dir}",
-    ] + ([f"eval={group}"] if group else [])
-    evaluate_cfg = _finish(compose_app("evaluate", base + evaluate["overrides"]), evaluate["settings"], EvaluateSchema, "study.evaluate")
+    owned = {
+        "generated": str(samples),
+        "output_dir": str(evaluation),
+        "checkpoint": str(checkpoint),
+        "training_data": "auto",  # the data the run was trained on: the config.yaml beside the checkpoint
+        "paths": {"output_dir": str(evaluation), "cache_dir": cache_dir},
+    }
+    group_choice = [f"eval={group}"] if group else []
+    evaluate_cfg = _finish(
+        compose_app("evaluate", group_choice + evaluate["overrides"]), [evaluate["settings"], owned], EvaluateSchema, "study.evaluate"
+    )
     return StudyConfigs(generate_cfg, evaluate_cfg)
 
 

@@ -128,12 +128,14 @@ def test_settings_the_run_owns_or_of_the_wrong_shape_are_refused(compose_train, 
 
 def test_study_configs_point_generation_and_evaluation_at_the_run(compose_train, tmp_path):
     cfg = compose_train(*TINY_STUDY, "study.generate.top_p=0.5", "study.evaluate.overrides=['eval.max_pieces=2']")
-    checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    configs = study_configs(cfg, tmp_path / "run", checkpoint)
+    # a sweep folder named after its overrides: characters Hydra's override grammar would choke on
+    run = tmp_path / "model" / "mixer=attention_rope,seed=1 (copy)"
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    configs = study_configs(cfg, run, checkpoint)
     assert configs.generate.ckpt == str(checkpoint) and configs.generate.top_p == 0.5 and configs.generate.n == 3
-    assert configs.generate.output_dir == str(tmp_path / "run" / SAMPLES_DIR)
+    assert configs.generate.output_dir == str(run / SAMPLES_DIR)
     assert configs.evaluate.generated == configs.generate.output_dir
-    assert configs.evaluate.output_dir == str(tmp_path / "run" / EVALUATION_DIR)
+    assert configs.evaluate.output_dir == str(run / EVALUATION_DIR)
     assert configs.evaluate.checkpoint == str(checkpoint) and configs.evaluate.training_data == "auto"
     assert configs.evaluate.eval.max_pieces == 2 and configs.evaluate.eval.families.memorization is None  # eval=fast
     # evaluation assets and prepared data come from the run's own cache
