@@ -236,6 +236,15 @@ class PathsSchema:
 
 
 @dataclass
+class StudySchema:
+    """After training: a fixed seeded sample set (`generate`: lyria-generate settings) scored by lyria-evaluate
+    (`evaluate`: `eval` names the conf/eval group, the other keys are lyria-evaluate settings)."""
+
+    generate: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainSchema:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerSchema = field(default_factory=TokenizerSchema)
@@ -249,6 +258,7 @@ class TrainSchema:
     seed: int = 1234
     ckpt_path: Optional[str] = None
     auto_resume: bool = True
+    study: Optional[StudySchema] = None
 
 
 @dataclass

@@ -90,12 +90,13 @@ def _sample_entries(folder: Path, index: dict | None) -> list[dict]:
     for position, sample in enumerate(index.get("samples", [])):
         if not isinstance(sample, dict):
             raise ValueError(f"{folder / INDEX_FILE}: samples[{position}] is not an object")
+        # lyria-generate lists each sample's files by format ({"files": {"midi": ...}}); `file` is the plain form
         files = sample.get("files") if isinstance(sample.get("files"), dict) else {}
         midi = sample.get("file") or files.get("midi")
         if not midi:
             raise ValueError(
-                f"{folder / INDEX_FILE}: samples[{position}] has no MIDI file ('file' or 'files.midi'); "
-                "write samples with render.formats including midi to evaluate them"
+                f"{folder / INDEX_FILE}: samples[{position}] has no MIDI file ('file', or 'files.midi'; "
+                "lyria-generate writes one when render.formats includes midi)"
             )
         entry = {**sample, "file": midi}
         if entry.get("infill_bars") is None and settings.get("infill") and settings.get("bars"):

@@ -23,6 +23,7 @@ from lyria.data.datamodule import MusicDataModule
 from lyria.data.limits import InputLimits
 from lyria.data.prepare import prepare_data
 from lyria.files import atomic_write
+from lyria.experiments.study import run_study, study_configs
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.budget import TimeBudget
 from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
@@ -224,6 +225,10 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     ckpt_dir = output_dir / CHECKPOINT_DIR
     ckpt_path = resume_checkpoint(cfg, ckpt_dir)
 
+    if cfg.study is not None:
+        # composed and checked now, so that a mistyped study setting fails before the training, not after it
+        study_configs(cfg, output_dir, ckpt_dir / "best.ckpt")
+
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)
     module = build_module(cfg, tokenizer)
@@ -280,6 +285,10 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     }
     if trainer.is_global_zero:
         _write_summary(output_dir, metrics, paths, prepared.report)
+    study = run_study_on_rank_zero(cfg, trainer, output_dir, paths)
+    if study is not None:
+        paths.update({"samples": study["samples"], "evaluation": study["metrics"]})
+        _write_summary(output_dir, metrics, paths, prepared.report, echo=False)
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "tokenizer": tokenizer, "prepared": prepared, "paths": paths}
 
 
@@ -307,6 +316,17 @@ def _stopping(cfg: DictConfig, trainer: L.Trainer, budget: TimeBudget | None) ->
     return out
 
 
+def run_study_on_rank_zero(cfg: DictConfig, trainer: L.Trainer, output_dir: Path, paths: dict) -> dict | None:
+    """The run's study (generate a seeded sample set, evaluate it) when the config has one; rank 0 only, so a
+    DDP run writes one sample set. Samples from the best checkpoint (the last when none is better)."""
+    if cfg.study is None or not trainer.is_global_zero:
+        return None
+    checkpoint = paths["best_checkpoint"] or paths["last_checkpoint"]
+    if checkpoint is None:
+        raise ConfigError("study: the run wrote no checkpoint to sample from; keep callbacks.model_checkpoint enabled")
+    return run_study(cfg, output_dir, checkpoint)
+
+
 def _best_checkpoint(trainer: L.Trainer) -> Path | None:
     callback = trainer.checkpoint_callback
     if callback is None:
@@ -317,7 +337,7 @@ def _best_checkpoint(trainer: L.Trainer) -> Path | None:
     return None
 
 
-def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -> None:
+def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict, echo: bool = True) -> None:
     atomic_write(output_dir / "summary.json", json.dumps({"metrics": metrics, "paths": paths}, indent=2), what="run summary")
     lines = ["", "lyria run summary", "-----------------"]
     if "final_val_loss" in metrics:
@@ -346,5 +366,6 @@ def _write_summary(output_dir: Path, metrics: dict, paths: dict, report: dict) -
     lines += [f"{k.replace('_', ' ')}: {v}" for k, v in paths.items()]
     text = "\n".join(lines) + "\n"
     atomic_write(output_dir / "summary.txt", text, what="run summary")
-    print(text)
+    if echo:
+        print(text)
 
