@@ -90,19 +90,24 @@ def _section(study: DictConfig, name: str) -> dict[str, Any]:
     return {"settings": section, "overrides": overrides}
 
 
-def _finish(composed: DictConfig, layers: list[dict[str, Any]], schema: type, where: str) -> DictConfig:
+def _finish(
+    composed: DictConfig, layers: list[dict[str, Any]], schema: type, where: str, exempt: tuple[str, ...] = ()
+) -> DictConfig:
     """The composed config with the study's settings, then the run's own values, merged in; checked against the
     app's schema."""
     OmegaConf.set_struct(composed, False)
     merged = OmegaConf.merge(composed, *layers)
     try:
-        return validate(merged, schema)
+        return validate(merged, schema, exempt)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) -> StudyConfigs:
-    """The generate and evaluate configs of `cfg.study` for a run in `run_dir` sampling from `checkpoint`."""
+def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path, before_training: bool = False) -> StudyConfigs:
+    """The generate and evaluate configs of `cfg.study` for a run in `run_dir` sampling from `checkpoint`.
+
+    `before_training`: the check at start-up, when the checkpoint and the sample folder do not exist yet (their
+    existence is then not checked; everything else is)."""
     if cfg.get("study") is None:
         raise ConfigError("this run has no study section (study=default, or an experiment from conf/experiment/, adds one)")
     run_dir = Path(run_dir).resolve()
@@ -113,7 +118,10 @@ def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) 
     # (`=`, `,`, spaces) that Hydra's override grammar would need quoted.
     generate = _section(cfg.study, "generate")
     owned = {"ckpt": str(checkpoint), "output_dir": str(samples), "paths": {"output_dir": str(samples), "cache_dir": cache_dir}}
-    generate_cfg = _finish(compose_app("generate", generate["overrides"]), [generate["settings"], owned], GenerateSchema, "study.generate")
+    pending = ("ckpt", "generated", "checkpoint") if before_training else ()
+    generate_cfg = _finish(
+        compose_app("generate", generate["overrides"]), [generate["settings"], owned], GenerateSchema, "study.generate", pending
+    )
 
     evaluate = _section(cfg.study, "evaluate")
     group = evaluate["settings"].pop(EVAL_GROUP_KEY, None)
@@ -131,7 +139,8 @@ def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) 
     }
     group_choice = [f"eval={group}"] if group else []
     evaluate_cfg = _finish(
-        compose_app("evaluate", group_choice + evaluate["overrides"]), [evaluate["settings"], owned], EvaluateSchema, "study.evaluate"
+        compose_app("evaluate", group_choice + evaluate["overrides"]), [evaluate["settings"], owned], EvaluateSchema, "study.evaluate",
+        pending,
     )
     return StudyConfigs(generate_cfg, evaluate_cfg)
 

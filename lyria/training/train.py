@@ -227,7 +227,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
 
     if cfg.study is not None:
         # composed and checked now, so that a mistyped study setting fails before the training, not after it
-        study_configs(cfg, output_dir, ckpt_dir / "best.ckpt")
+        study_configs(cfg, output_dir, ckpt_dir / "best.ckpt", before_training=True)
 
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)

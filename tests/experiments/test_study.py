@@ -19,7 +19,8 @@ from lyria.training.train import run_study_on_rank_zero, train
 
 CONF = Path(CONF_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STUDIES = [name for name in EXPERIMENTS if name != "quickstart"]
+# the experiments that are studies (a sweep and a study: section); quickstart and chorale_harmonization are single runs
+STUDIES = [name for name in EXPERIMENTS if "override /study" in (CONF / "experiment" / f"{name}.yaml").read_text()]
 SCALES = [None] + sorted(p.stem for p in (CONF / "study_scale").glob("*.yaml"))
 # Config groups a study may need that land separately (the conditioning schemes); a study that names a missing
 # option is skipped with the option named, not failed.
@@ -123,7 +124,7 @@ def test_study_settings_are_checked_before_any_training(compose_train, midi_fold
 def test_settings_the_run_owns_or_of_the_wrong_shape_are_refused(compose_train, override, message, tmp_path):
     cfg = compose_train(*TINY_STUDY, override)
     with pytest.raises(ConfigError, match=message):
-        study_configs(cfg, tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.ckpt")
+        study_configs(cfg, tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.ckpt", before_training=True)
 
 
 def test_study_configs_point_generation_and_evaluation_at_the_run(compose_train, tmp_path):
@@ -131,7 +132,7 @@ def test_study_configs_point_generation_and_evaluation_at_the_run(compose_train,
     # a sweep folder named after its overrides: characters Hydra's override grammar would choke on
     run = tmp_path / "model" / "mixer=attention_rope,seed=1 (copy)"
     checkpoint = run / "checkpoints" / "best.ckpt"
-    configs = study_configs(cfg, run, checkpoint)
+    configs = study_configs(cfg, run, checkpoint, before_training=True)
     assert configs.generate.ckpt == str(checkpoint) and configs.generate.top_p == 0.5 and configs.generate.n == 3
     assert configs.generate.output_dir == str(run / SAMPLES_DIR)
     assert configs.evaluate.generated == configs.generate.output_dir
@@ -151,7 +152,7 @@ def test_only_rank_zero_runs_the_study(compose_train, tmp_path):
     assert run_study_on_rank_zero(cfg, SimpleNamespace(is_global_zero=False), tmp_path, paths) is None
     assert not (tmp_path / SAMPLES_DIR).exists()
     # rank 0 does run it (and here finds no checkpoint at the path it was given)
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(ConfigError, match="missing.ckpt"):
         run_study_on_rank_zero(cfg, SimpleNamespace(is_global_zero=True), tmp_path, paths)
 
 
@@ -174,7 +175,7 @@ def test_every_study_composes_at_every_scale_with_valid_study_settings(name, sca
     assert params.get("seed") == "1,2,3", f"experiment={name} should sweep 3 seeds"
     assert not _missing_options([f"{k}={v}" for k, v in params.items()])
     assert cfg.study is not None
-    configs = study_configs(cfg, tmp_path / "run", tmp_path / "run" / "best.ckpt")
+    configs = study_configs(cfg, tmp_path / "run", tmp_path / "run" / "best.ckpt", before_training=True)
     if scale is not None:
         # a smoke run is small: a tiny model, a few hundred steps, a few samples, csv logs (no network)
         assert cfg.trainer.max_steps <= 300 and cfg.model.d_model <= 128 and cfg.data.max_pieces_per_style <= 50
