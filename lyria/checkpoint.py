@@ -33,13 +33,15 @@ EXPORT_FORMAT = "lyria-export"
 EXPORT_VERSION = 1
 
 
-def read_checkpoint(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents as plain containers (`torch.load(weights_only=True)`), checked to be lyria's."""
+def read_checkpoint(checkpoint: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's contents as plain containers (`torch.load(weights_only=True)`), checked to be lyria's.
+
+    `mmap`: map the tensors instead of reading them (a quick check of a large file's structure)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     try:
-        state = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        state = torch.load(checkpoint, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types on truncated, corrupt or pickled-code files
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{checkpoint} is not a readable checkpoint (truncated or corrupt?): {detail}") from err
@@ -65,9 +67,14 @@ def _check_hparams(hparams: Any, where: Path) -> None:
 def checkpoint_problem(checkpoint: str | Path) -> str | None:
     """Why `checkpoint` cannot be resumed from or loaded (missing, truncated, corrupt, not lyria's), or None."""
     try:
-        read_checkpoint(checkpoint)
-    except (CheckpointError, FileNotFoundError) as err:
+        read_checkpoint(checkpoint, mmap=True)  # the tensors mapped, not read: quick on large files
+    except FileNotFoundError as err:
         return str(err)
+    except CheckpointError:
+        try:  # files in torch's legacy format cannot be mapped: read them whole before calling them broken
+            read_checkpoint(checkpoint)
+        except (CheckpointError, FileNotFoundError) as err:
+            return str(err)
     return None
 
 
