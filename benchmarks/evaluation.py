@@ -37,15 +37,9 @@ from lyria.evaluation.evaluate import build_families, prepare
 from lyria.evaluation.features import FeatureSettings, table_for
 from lyria.evaluation.memorization import Memorization
 from lyria.evaluation.tokens import tokens_for
+from lyria.training.precision import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def corpus(pieces_per_style: int) -> PieceSet:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lyria.training.checkpoint_io import AtomicCheckpointIO
+from lyria.training.precision import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BAD_COMMANDS = {
@@ -31,16 +31,6 @@ BAD_COMMANDS = {
     "lyria-evaluate": ["lyria.cli.evaluate", "generated=nowhere"],
     "lyria-leaderboard": ["lyria.cli.leaderboard", "runs=.", "confidence=2"],
 }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def time_writes(megabytes: int, repeats: int) -> dict:
@@ -79,7 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     results = {
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "checkpoint_megabytes": args.megabytes,

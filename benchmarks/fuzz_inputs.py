@@ -11,6 +11,7 @@ crashed) and the time of each stage. Writes benchmarks/results/fuzz_inputs.json.
 
 from __future__ import annotations
 
+from lyria.training.precision import cpu_name
 import argparse
 import json
 import os
@@ -27,16 +28,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import midi_fuzz  # noqa: E402  (test support: the seeded generator)
 
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -96,7 +87,7 @@ def main() -> None:
         },
         "evaluate_run": {"n_pieces": document["generated"]["n_pieces"], "skipped": document["generated"]["skipped"]},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "fuzz_inputs.json"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from lyria.generation.processors import GrammarMask, LogitsProcessor, SpecialTok
 from lyria.generation.sampler import Limits, Sampler  # noqa: E402
 from lyria.models.lm import LyriaLM  # noqa: E402
 from lyria.tokenizers import LyriaTokenizer  # noqa: E402
+from lyria.training.precision import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -118,16 +118,6 @@ def run_gpt2_bare(gpt2, batch: int, bos: int) -> None:
     for _ in range(NEW_TOKENS):
         tokens = out.logits[:, -1].argmax(-1, keepdim=True)
         out = gpt2(tokens, past_key_values=out.past_key_values, use_cache=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

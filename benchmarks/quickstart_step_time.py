@@ -22,19 +22,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lyria.cli import CONF_DIR
-from lyria.training.precision import cpu_bf16_native
+from lyria.training.precision import cpu_bf16_native, cpu_name
 from lyria.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def cpu_flags() -> list[str]:

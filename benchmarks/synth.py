@@ -27,16 +27,10 @@ from lyria.config import ConfigError, RenderSchema
 from lyria.data.convert import parse_music21_file
 from lyria.render.fluidsynth import FluidSynth
 from lyria.render.synth import Synthesizer
+from lyria.training.precision import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RTF = 50.0
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def cpu_seconds() -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,20 +32,13 @@ from lyria.config import build
 from lyria.models.lm import build_model
 from lyria.training.module import LyriaLightningModule, token_loss
 from lyria.training.optim import build_optimizer, warmup_cosine
+from lyria.training.precision import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MFU_SHAPE = {"model": "lm_base", "seq_len": 1024, "batch": 8}
 LOOP_SHAPE = {"model": "lm_small", "seq_len": 256, "batch": 16}
 TARGETS = {"lightning_vs_plain": 0.95, "mfu_fp32": 0.60, "mfu_bf16": 0.40}
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def bf16_native() -> bool:

@@ -36,3 +36,18 @@ def resolve_precision(requested, accelerator) -> tuple[str, str]:
     return "32", (
         "trainer.precision=auto: this CPU has no native bf16 (oneDNN would emulate it, many times slower than fp32)"
     )
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else what the platform reports), for run logs and benchmark
+    results: every figure names the machine it was measured on."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
