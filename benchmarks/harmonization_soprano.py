@@ -1,0 +1,84 @@
+"""How often a chorale_harmonization model's soprano equals the given melody, on test-split chorales.
+
+Loads a checkpoint of `experiment=chorale_harmonization`, takes the soprano of the first `--melodies`
+four-part chorales of the run's test split, writes `--n` settings of each (the processors of
+conf/generate.yaml: special-token and grammar masks, top-p 0.95) and reports the share of settings whose
+soprano equals the melody (every onset and pitch) and the mean share of the melody's notes kept.
+Writes benchmarks/results/harmonization_soprano.{json,md}.
+
+Usage: PYTHONPATH=. python benchmarks/harmonization_soprano.py RUN/checkpoints/best.ckpt [--melodies 6] [--n 2] [--split test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from symusic import Score
+
+from lyria.checkpoint import load_model
+from lyria.data.harmonization import melody_score, voiced
+from lyria.generation.pieces import harmonize
+from lyria.generation.processors import GrammarMask, SpecialTokenMask, TopP
+from lyria.generation.sampler import Limits, Sampler
+from lyria.training.train import build_tokenizer_and_data
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("--melodies", type=int, default=6)
+    parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=2048)
+    parser.add_argument("--split", default="test", help="the split whose chorales give the melodies")
+    args = parser.parse_args()
+    checkpoint = Path(args.checkpoint)
+    cfg = OmegaConf.load(checkpoint.parent / "config.yaml")
+    _, prepared = build_tokenizer_and_data(cfg)
+    model, tokenizer, _ = load_model(checkpoint)
+    sampler = Sampler(model, tokenizer, [SpecialTokenMask(), GrammarMask(), TopP(0.95)])
+    rows, started = [], time.perf_counter()
+    for path, piece_id in zip(prepared.score_paths(args.split), prepared.splits[args.split]["piece_id"]):
+        piece = voiced(Score(str(path)))
+        if piece is None:
+            continue
+        pieces = harmonize(sampler, melody_score(piece), n=args.n, seed=0, limits=Limits(max_new_tokens=args.max_new_tokens))
+        for p in pieces:
+            metrics = p.metrics or {"soprano_equal": False, "soprano_note_match": 0.0}
+            rows.append({"piece_id": piece_id, "sample": p.index, "stop_reason": p.result.stop_reason, **metrics})
+        print(piece_id, [r["soprano_note_match"] for r in rows[-args.n:]], flush=True)
+        if len({r["piece_id"] for r in rows}) >= args.melodies:
+            break
+    if not rows:
+        raise SystemExit(f"the {args.split} split holds no four-part piece; choose another with --split")
+    result = {
+        "split": args.split,
+        "checkpoint": str(checkpoint.resolve()),
+        "melodies": len({r["piece_id"] for r in rows}),
+        "settings": len(rows),
+        "soprano_equal_rate": round(float(np.mean([r["soprano_equal"] for r in rows])), 4),
+        "soprano_note_match_mean": round(float(np.mean([r["soprano_note_match"] for r in rows])), 4),
+        "seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "harmonization_soprano.json").write_text(json.dumps(result, indent=2))
+    text = (
+        f"# Chorale harmonization: soprano vs the given melody\n\n{result['settings']} settings of {result['melodies']} {args.split}-split "
+        f"melodies: soprano equal in {result['soprano_equal_rate']:.1%}, mean share of melody notes kept "
+        f"{result['soprano_note_match_mean']:.1%} ({result['seconds']} s).\n"
+    )
+    (RESULTS / "harmonization_soprano.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
