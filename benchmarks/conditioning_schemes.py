@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from lyria.cli import CONF_DIR
 from lyria.data.datamodule import collate
 from lyria.training.module import token_loss
+from lyria.training.precision import cpu_name
 from lyria.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = [run(scheme, args.steps, args.cache_dir, args.overrides) for scheme in args.schemes]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.machine())
-    cpu += f", {torch.get_num_threads()} threads"
+    cpu = f"{cpu_name()}, {torch.get_num_threads()} threads"
     result = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "overrides": args.overrides, "runs": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "conditioning_schemes.json").write_text(json.dumps(result, indent=2))
