@@ -19,8 +19,8 @@ The `study:` section of a training config (conf/study/, off by default):
         reference: test    # any other lyria-evaluate setting (conf/evaluate.yaml)
         overrides: []      # optional Hydra overrides, e.g. ["eval.max_pieces=8"]
 
-The configs are composed and validated before training starts, so a mistyped key fails in seconds, not after
-the training.
+The configs are composed and checked before training starts (`check_study`), so a mistyped key or an impossible
+value fails in seconds, not after the training.
 """
 
 from __future__ import annotations
@@ -103,10 +103,21 @@ def _finish(composed: DictConfig, layers: list[dict[str, Any]], schema: type, wh
 
 def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) -> StudyConfigs:
     """The generate and evaluate configs of `cfg.study` for a run in `run_dir` sampling from `checkpoint`."""
+    run_dir = Path(run_dir).resolve()
+    return _configs(cfg, Path(checkpoint), run_dir / SAMPLES_DIR, run_dir / EVALUATION_DIR)
+
+
+def check_study(cfg: DictConfig) -> StudyConfigs:
+    """Composes and checks the study's configs before the training, so that a mistyped or impossible setting fails in
+    seconds, not after the training. The files the training has yet to write (the checkpoint, the samples folder)
+    are stood in for by conf/, which exists; every other value is checked as it will be used."""
+    stand_in = Path(_conf_dir())
+    return _configs(cfg, stand_in, stand_in, stand_in / EVALUATION_DIR)
+
+
+def _configs(cfg: DictConfig, checkpoint: Path, samples: Path, evaluation: Path) -> StudyConfigs:
     if cfg.get("study") is None:
         raise ConfigError("this run has no study section (study=default, or an experiment from conf/experiment/, adds one)")
-    run_dir = Path(run_dir).resolve()
-    samples, evaluation = run_dir / SAMPLES_DIR, run_dir / EVALUATION_DIR
     cache_dir = str(cfg.paths.cache_dir)
 
     # The run's own values are merged after composition rather than given as overrides: a path may hold characters
