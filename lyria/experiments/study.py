@@ -153,6 +153,7 @@ def run_study(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) -> d
     from lyria.evaluation.evaluate import evaluate
     from lyria.generation.generate import generate
 
+    (Path(run_dir) / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)  # the evaluation's config names it
     configs = study_configs(cfg, run_dir, checkpoint)
     log.info("study: generating %d pieces (seed %d) from %s", configs.generate.n, configs.generate.seed, checkpoint)
     index = generate(configs.generate)
