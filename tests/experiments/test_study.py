@@ -19,7 +19,8 @@ from lyria.training.train import run_study_on_rank_zero, train
 
 CONF = Path(CONF_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-STUDIES = [name for name in EXPERIMENTS if name != "quickstart"]
+# A study is an experiment with its folder under experiments/ (README, results); the others (quickstart, ...) are jobs.
+STUDIES = [name for name in EXPERIMENTS if (CONF.parent / "experiments" / name / "README.md").is_file()]
 SCALES = [None] + sorted(p.stem for p in (CONF / "study_scale").glob("*.yaml"))
 # Config groups a study may need that land separately (the conditioning schemes); a study that names a missing
 # option is skipped with the option named, not failed.
@@ -189,6 +190,11 @@ def test_every_study_composes_at_every_scale_with_valid_study_settings(name, sca
         assert cfg.trainer.max_steps <= 300 and cfg.model.d_model <= 128 and cfg.data.max_pieces_per_style <= 50
         assert configs.generate.n <= 8 and "wav" not in configs.generate.render.formats
         assert cfg.logger._target_.endswith("CSVLogger")
+
+
+def test_the_four_studies_are_found():
+    assert {"attention_ablation", "tokenizer_ablation", "conditioning_ablation", "long_context"} <= set(STUDIES)
+    assert "quickstart" not in STUDIES
 
 
 def test_attention_ablation_sweeps_every_mixer():
