@@ -427,10 +427,9 @@ def _allowed_keys(schema: type, parent: list[str]) -> list[str]:
     return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
-def validate(cfg: DictConfig, schema: type, exempt: tuple[str, ...] = ()) -> DictConfig:
+def validate(cfg: DictConfig, schema: type) -> DictConfig:
     """Merges `cfg` into the schema, then checks the values (`check_values`): unknown keys, wrong types, missing
-    required values and impossible values become a ConfigError naming the key and what is allowed. Keys in
-    `exempt` skip their value rule (e.g. a checkpoint a run is about to write)."""
+    required values and impossible values become a ConfigError naming the key and what is allowed."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except ConfigKeyError as err:
@@ -442,7 +441,7 @@ def validate(cfg: DictConfig, schema: type, exempt: tuple[str, ...] = ()) -> Dic
     missing = _missing_keys(merged)
     if missing:
         raise ConfigError(f"config key '{missing[0]}' is required: give it on the command line, e.g. {missing[0]}=...")
-    check_values(merged, schema, exempt)
+    check_values(merged, schema)
     return merged
 
 
@@ -627,12 +626,10 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
-def check_values(cfg: DictConfig, schema: type, exempt: tuple[str, ...] = ()) -> None:
+def check_values(cfg: DictConfig, schema: type) -> None:
     """Impossible values (negative lr, top_p=2, n=0, a missing file, a window longer than the context...): a
-    ConfigError naming the first key that breaks its rule and what it allows. Keys in `exempt` are not checked."""
+    ConfigError naming the first key that breaks its rule and what it allows."""
     for key, (allowed, test) in VALUE_RULES.get(schema.__name__, []):
-        if key in exempt:
-            continue
         value = _value(cfg, key)
         if value is not None and not test(value):
             raise _fail(key, value, allowed)

@@ -19,8 +19,8 @@ The `study:` section of a training config (conf/study/, off by default):
         reference: test    # any other lyria-evaluate setting (conf/evaluate.yaml)
         overrides: []      # optional Hydra overrides, e.g. ["eval.max_pieces=8"]
 
-The configs are composed and validated before training starts, so a mistyped key fails in seconds, not after
-the training.
+The configs are composed and checked before training starts (`check_study`), so a mistyped key or an impossible
+value fails in seconds, not after the training.
 """
 
 from __future__ import annotations
@@ -90,38 +90,41 @@ def _section(study: DictConfig, name: str) -> dict[str, Any]:
     return {"settings": section, "overrides": overrides}
 
 
-def _finish(
-    composed: DictConfig, layers: list[dict[str, Any]], schema: type, where: str, exempt: tuple[str, ...] = ()
-) -> DictConfig:
+def _finish(composed: DictConfig, layers: list[dict[str, Any]], schema: type, where: str) -> DictConfig:
     """The composed config with the study's settings, then the run's own values, merged in; checked against the
     app's schema."""
     OmegaConf.set_struct(composed, False)
     merged = OmegaConf.merge(composed, *layers)
     try:
-        return validate(merged, schema, exempt)
+        return validate(merged, schema)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path, before_training: bool = False) -> StudyConfigs:
-    """The generate and evaluate configs of `cfg.study` for a run in `run_dir` sampling from `checkpoint`.
+def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) -> StudyConfigs:
+    """The generate and evaluate configs of `cfg.study` for a run in `run_dir` sampling from `checkpoint`."""
+    run_dir = Path(run_dir).resolve()
+    return _configs(cfg, Path(checkpoint), run_dir / SAMPLES_DIR, run_dir / EVALUATION_DIR)
 
-    `before_training`: the check at start-up, when the checkpoint and the sample folder do not exist yet (their
-    existence is then not checked; everything else is)."""
+
+def check_study(cfg: DictConfig) -> StudyConfigs:
+    """Composes and checks the study's configs before the training, so that a mistyped or impossible setting fails in
+    seconds, not after the training. The files the training has yet to write (the checkpoint, the samples folder)
+    are stood in for by conf/, which exists; every other value is checked as it will be used."""
+    stand_in = Path(_conf_dir())
+    return _configs(cfg, stand_in, stand_in, stand_in / EVALUATION_DIR)
+
+
+def _configs(cfg: DictConfig, checkpoint: Path, samples: Path, evaluation: Path) -> StudyConfigs:
     if cfg.get("study") is None:
         raise ConfigError("this run has no study section (study=default, or an experiment from conf/experiment/, adds one)")
-    run_dir = Path(run_dir).resolve()
-    samples, evaluation = run_dir / SAMPLES_DIR, run_dir / EVALUATION_DIR
     cache_dir = str(cfg.paths.cache_dir)
 
     # The run's own values are merged after composition rather than given as overrides: a path may hold characters
     # (`=`, `,`, spaces) that Hydra's override grammar would need quoted.
     generate = _section(cfg.study, "generate")
     owned = {"ckpt": str(checkpoint), "output_dir": str(samples), "paths": {"output_dir": str(samples), "cache_dir": cache_dir}}
-    pending = ("ckpt", "generated", "checkpoint") if before_training else ()
-    generate_cfg = _finish(
-        compose_app("generate", generate["overrides"]), [generate["settings"], owned], GenerateSchema, "study.generate", pending
-    )
+    generate_cfg = _finish(compose_app("generate", generate["overrides"]), [generate["settings"], owned], GenerateSchema, "study.generate")
 
     evaluate = _section(cfg.study, "evaluate")
     group = evaluate["settings"].pop(EVAL_GROUP_KEY, None)
@@ -139,8 +142,7 @@ def study_configs(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path, 
     }
     group_choice = [f"eval={group}"] if group else []
     evaluate_cfg = _finish(
-        compose_app("evaluate", group_choice + evaluate["overrides"]), [evaluate["settings"], owned], EvaluateSchema, "study.evaluate",
-        pending,
+        compose_app("evaluate", group_choice + evaluate["overrides"]), [evaluate["settings"], owned], EvaluateSchema, "study.evaluate"
     )
     return StudyConfigs(generate_cfg, evaluate_cfg)
 
@@ -151,6 +153,7 @@ def run_study(cfg: DictConfig, run_dir: str | Path, checkpoint: str | Path) -> d
     from lyria.evaluation.evaluate import evaluate
     from lyria.generation.generate import generate
 
+    (Path(run_dir) / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)  # the evaluation's config names it
     configs = study_configs(cfg, run_dir, checkpoint)
     log.info("study: generating %d pieces (seed %d) from %s", configs.generate.n, configs.generate.seed, checkpoint)
     index = generate(configs.generate)

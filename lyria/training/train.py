@@ -23,7 +23,7 @@ from lyria.data.datamodule import MusicDataModule
 from lyria.data.limits import InputLimits
 from lyria.data.prepare import prepare_data
 from lyria.files import atomic_write
-from lyria.experiments.study import run_study, study_configs
+from lyria.experiments.study import check_study, run_study
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.budget import TimeBudget
 from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
@@ -226,8 +226,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     ckpt_path = resume_checkpoint(cfg, ckpt_dir)
 
     if cfg.study is not None:
-        # composed and checked now, so that a mistyped study setting fails before the training, not after it
-        study_configs(cfg, output_dir, ckpt_dir / "best.ckpt", before_training=True)
+        check_study(cfg)  # a mistyped study setting fails now, not after the training
 
     tokenizer, prepared = build_tokenizer_and_data(cfg)
     datamodule = build_datamodule(cfg, tokenizer, prepared)

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_dir
 from lyria.cli import CONF_DIR
 from lyria.config import ConfigError
 from lyria.evaluation.leaderboard.runs import collect_runs
-from lyria.experiments import EVALUATION_DIR, SAMPLES_DIR, study_configs
+from lyria.experiments import EVALUATION_DIR, SAMPLES_DIR, check_study, study_configs
 from lyria.training.train import run_study_on_rank_zero, train
 
 CONF = Path(CONF_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-# the experiments that are studies (a sweep and a study: section); quickstart and chorale_harmonization are single runs
-STUDIES = [name for name in EXPERIMENTS if "override /study" in (CONF / "experiment" / f"{name}.yaml").read_text()]
+# A study is an experiment with its folder under experiments/ (README, results); the others (quickstart, ...) are jobs.
+STUDIES = [name for name in EXPERIMENTS if (CONF.parent / "experiments" / name / "README.md").is_file()]
 SCALES = [None] + sorted(p.stem for p in (CONF / "study_scale").glob("*.yaml"))
 # Config groups a study may need that land separately (the conditioning schemes); a study that names a missing
 # option is skipped with the option named, not failed.
@@ -111,6 +111,12 @@ def test_study_settings_are_checked_before_any_training(compose_train, midi_fold
     with pytest.raises(ConfigError, match="eval=fastest"):
         train(cfg)
 
+    # values are checked too, not only keys (the checkpoint the training will write is not needed for that)
+    cfg = compose_train(*_tiny_data(midi_folder), *TINY_STUDY, "study.generate.top_p=2.0")
+    with pytest.raises(ConfigError, match=r"study\.generate.*top_p=2\.0"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -121,10 +127,10 @@ def test_study_settings_are_checked_before_any_training(compose_train, midi_fold
         ("study.evaluate.eval={plots:false}", r"study\.evaluate\.eval names a conf/eval group"),
     ],
 )
-def test_settings_the_run_owns_or_of_the_wrong_shape_are_refused(compose_train, override, message, tmp_path):
+def test_settings_the_run_owns_or_of_the_wrong_shape_are_refused(compose_train, override, message):
     cfg = compose_train(*TINY_STUDY, override)
     with pytest.raises(ConfigError, match=message):
-        study_configs(cfg, tmp_path / "run", tmp_path / "run" / "checkpoints" / "best.ckpt", before_training=True)
+        check_study(cfg)
 
 
 def test_study_configs_point_generation_and_evaluation_at_the_run(compose_train, tmp_path):
@@ -132,7 +138,10 @@ def test_study_configs_point_generation_and_evaluation_at_the_run(compose_train,
     # a sweep folder named after its overrides: characters Hydra's override grammar would choke on
     run = tmp_path / "model" / "mixer=attention_rope,seed=1 (copy)"
     checkpoint = run / "checkpoints" / "best.ckpt"
-    configs = study_configs(cfg, run, checkpoint, before_training=True)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    (run / SAMPLES_DIR).mkdir()
+    configs = study_configs(cfg, run, checkpoint)
     assert configs.generate.ckpt == str(checkpoint) and configs.generate.top_p == 0.5 and configs.generate.n == 3
     assert configs.generate.output_dir == str(run / SAMPLES_DIR)
     assert configs.evaluate.generated == configs.generate.output_dir
@@ -164,7 +173,7 @@ def test_no_study_by_default(compose_train):
 
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("name", STUDIES)
-def test_every_study_composes_at_every_scale_with_valid_study_settings(name, scale, tmp_path):
+def test_every_study_composes_at_every_scale_with_valid_study_settings(name, scale):
     missing = _experiment_needs(name)
     if missing:
         pytest.skip(f"experiment={name} needs {', '.join(dict.fromkeys(missing))}, not in conf/ yet")
@@ -175,12 +184,17 @@ def test_every_study_composes_at_every_scale_with_valid_study_settings(name, sca
     assert params.get("seed") == "1,2,3", f"experiment={name} should sweep 3 seeds"
     assert not _missing_options([f"{k}={v}" for k, v in params.items()])
     assert cfg.study is not None
-    configs = study_configs(cfg, tmp_path / "run", tmp_path / "run" / "best.ckpt", before_training=True)
+    configs = check_study(cfg)
     if scale is not None:
         # a smoke run is small: a tiny model, a few hundred steps, a few samples, csv logs (no network)
         assert cfg.trainer.max_steps <= 300 and cfg.model.d_model <= 128 and cfg.data.max_pieces_per_style <= 50
         assert configs.generate.n <= 8 and "wav" not in configs.generate.render.formats
         assert cfg.logger._target_.endswith("CSVLogger")
+
+
+def test_the_four_studies_are_found():
+    assert {"attention_ablation", "tokenizer_ablation", "conditioning_ablation", "long_context"} <= set(STUDIES)
+    assert "quickstart" not in STUDIES
 
 
 def test_attention_ablation_sweeps_every_mixer():
