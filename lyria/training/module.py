@@ -92,7 +92,7 @@ class LyriaLightningModule(L.LightningModule):
             self.log("train/loss", loss, prog_bar=True, batch_size=rows)
             self.log("train/ppl", torch.exp(loss.detach()), batch_size=rows)
             self.log("train/acc", correct.float() / count.clamp(min=1), batch_size=rows)
-            return loss
+            return self._global_token_mean(loss, count)
         sums = self.eval_sums
         sums["nll"].update(loss.detach() * count)
         sums["tokens"].update(count)
@@ -101,6 +101,18 @@ class LyriaLightningModule(L.LightningModule):
             targets = batch["targets"] if batch["targets"].dim() == 2 else batch["targets"][..., self.note_field]
             sums["notes"].update(self.note_counts[targets[targets != IGNORE_INDEX]].sum())
         return loss
+
+    def _global_token_mean(self, loss: Tensor, count: Tensor) -> Tensor:
+        """With several processes, this rank's share of the mean over every rank's target tokens.
+
+        Crops that end with their piece are shorter (padded), so ranks hold different numbers of targets; DDP
+        averages the ranks' gradients, which would weight each rank's tokens by 1 / its own count. Scaling this
+        rank's token sum by world_size / (all ranks' tokens) makes that average the gradient of the global
+        per-token mean, the loss one process computes over the whole batch. One scalar all-reduce per step."""
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return loss
+        total = self.trainer.strategy.reduce(count.detach().to(loss.dtype), reduce_op="sum")
+        return loss * count / (total.clamp(min=1) / self.trainer.world_size)
 
     def _log_eval(self, stage: str) -> None:
         """Loss, perplexity, accuracy and per-note NLL from sums over every rank's windows (each counted once)."""
