@@ -74,9 +74,9 @@ class TimedSampler(Sampler):
 
     forward_seconds = 0.0
 
-    def _forward(self, tokens, bar_ids, cond, cache):
+    def _forward(self, *args, **kwargs):
         start = time.process_time()
-        out = super()._forward(tokens, bar_ids, cond, cache)
+        out = super()._forward(*args, **kwargs)
         self.forward_seconds += time.process_time() - start
         return out
 
