@@ -123,7 +123,8 @@ class SlurmRequeue(L.Callback):
     wherever the step happens to be (between the optimizer step and the progress counters, say),
     so that checkpoint can be a batch behind; here the handler only raises a flag, all ranks agree
     on it after a step (a rank that saw the signal late would otherwise wait in the save forever),
-    and the checkpoint is written between steps, at an accumulation boundary. The requeued job gets
+    and the checkpoint is written between steps, at an accumulation boundary (after an epoch's last batch the
+    run stops at the epoch's end, see `on_train_batch_end`). The requeued job gets
     the same run folder (named after the job) and resumes from the checkpoint. Inactive outside SLURM.
     """
 
@@ -166,13 +167,23 @@ class SlurmRequeue(L.Callback):
             requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         else:
             requested = self.requested
-        if not requested or (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not requested or self.requeued or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         trainer.save_checkpoint(self.checkpoint)
-        trainer.should_stop = True
         self.requeued = True
         if trainer.is_global_zero:
             requeue_job()
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last batch: stop once the epoch has ended (on_train_epoch_end). Stopping now would make
+            # Lightning validate here and ModelCheckpoint overwrite this checkpoint with the loop state of a
+            # validation inside the epoch's last batch, from which Lightning resumes with one batch too many in
+            # the old epoch (it reads a fresh epoch's first batch, then starts the next epoch's data afresh).
+            return
+        trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.requeued:
+            trainer.should_stop = True
 
 
 def slurm_job_id() -> str:

@@ -48,16 +48,23 @@ def test_killed_and_requeued_runs_resume_bitwise(tmp_path, shared_cache):
     resumed = read_losses(tmp_path, "killed")
     assert {s: resumed[s]["hex"] for s in range(6, STEPS)} == {s: reference[s]["hex"] for s in range(6, STEPS)}
 
-    # SLURM's warning signal in the middle of step 7: checkpoint after that step, requeue, stop
-    signalled = _checked(run_worker(tmp_path, "signalled", {**spec, "signal_at": 7, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'signalled'}"]}, env=FAKE_SLURM))
-    assert '"requeued": true' in signalled.stdout
-    assert max(read_losses(tmp_path, "signalled")) == 7
-    _assert_mid_epoch(tmp_path / "signalled", global_step=8)
-    (tmp_path / "signalled.jsonl.rank0").unlink()
-    _checked(run_worker(tmp_path, "signalled", {**spec, "overrides": COMMON + [f"paths.output_dir={tmp_path / 'signalled'}"]}, env=FAKE_SLURM))
-    requeued = read_losses(tmp_path, "signalled")
-    assert min(requeued) == 8
-    assert {s: requeued[s]["hex"] for s in requeued} == {s: reference[s]["hex"] for s in range(8, STEPS)}
+    # SLURM's warning signal in the middle of step 7, and in step 4, the last batch of the first epoch (5 batches
+    # an epoch): checkpoint after that step, requeue, stop; the requeued run goes on bitwise
+    for step in (7, 4):
+        name = f"signalled{step}"
+        run = {**spec, "overrides": COMMON + [f"paths.output_dir={tmp_path / name}"]}
+        signalled = _checked(run_worker(tmp_path, name, {**run, "signal_at": step}, env=FAKE_SLURM))
+        assert '"requeued": true' in signalled.stdout
+        assert max(read_losses(tmp_path, name)) == step
+        state = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        assert state["global_step"] == step + 1
+        (loader,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+        assert loader["batches_done"] == step % 5 + 1, loader  # batches of the current epoch done
+        (tmp_path / f"{name}.jsonl.rank0").unlink()
+        _checked(run_worker(tmp_path, name, run, env=FAKE_SLURM))
+        requeued = read_losses(tmp_path, name)
+        assert min(requeued) == step + 1
+        assert {s: requeued[s]["hex"] for s in requeued} == {s: reference[s]["hex"] for s in range(step + 1, STEPS)}
 
 
 @pytest.mark.slow
