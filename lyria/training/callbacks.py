@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,32 @@ class SlurmRequeue(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.requeued:
             trainer.should_stop = True
+
+
+class FinalStep(L.Callback):
+    """The last step (`trainer.max_steps`) ends with last.ckpt holding the final weights, validated, even when it
+    does not fall on `val_check_interval` (Lightning would otherwise stop without a validation, and last.ckpt
+    would keep the weights of the last validation).
+
+    It sets `trainer.should_stop`, at which Lightning validates and ModelCheckpoint saves. In an epoch's last
+    batch it writes last.ckpt itself instead: a validation that only the stop causes inside that batch leaves a
+    loop state that Lightning resumes one batch off (a run extended with a larger max_steps would read the data
+    in another order than an uninterrupted one). A run without validation is saved by ModelCheckpoint anyway.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0 or trainer.global_step < trainer.max_steps:
+            return
+        if (batch_idx + 1) % trainer.accumulate_grad_batches and batch_idx + 1 < trainer.num_training_batches:
+            return  # the optimizer step of this accumulation is still to come
+        if not any(n > 0 for n in trainer.num_val_batches or []):
+            return  # no validation: ModelCheckpoint saves at the epoch's (the run's) end
+        if batch_idx + 1 < trainer.num_training_batches:
+            trainer.should_stop = True
+            return
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.save_last and checkpoint.dirpath:
+            trainer.save_checkpoint(Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
 
 
 def slurm_job_id() -> str:

@@ -26,7 +26,7 @@ from lyria.files import atomic_write
 from lyria.experiments.study import check_study, run_study
 from lyria.training.baselines import unigram_log_probs, unigram_loss
 from lyria.training.budget import TimeBudget
-from lyria.training.callbacks import RNGStateCallback, SlurmRequeue
+from lyria.training.callbacks import FinalStep, RNGStateCallback, SlurmRequeue
 from lyria.training.module import LyriaLightningModule
 from lyria.training.precision import resolve_precision
 
@@ -146,7 +146,7 @@ def build_module(cfg: DictConfig, tokenizer) -> LyriaLightningModule:
 
 def _callbacks(cfg: DictConfig, extra: list[L.Callback]) -> list[L.Callback]:
     callbacks = [build(node, f"callbacks.{name}") for name, node in (cfg.callbacks or {}).items() if node is not None]
-    return callbacks + [RNGStateCallback()] + list(extra)
+    return callbacks + [RNGStateCallback(), FinalStep()] + list(extra)
 
 
 def _logger(cfg: DictConfig, output_dir: Path, resuming: bool):

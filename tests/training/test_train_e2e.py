@@ -155,3 +155,19 @@ def test_a_short_training_run_beats_the_unigram_baseline_clearly(compose_train):
     assert metrics["global_step"] == 150 and "undertrained" not in metrics
     # a model that learned nothing of the music sits at the unigram loss; this one must be well below it
     assert metrics["final_val_loss"] < 0.75 * metrics["unigram_val_loss"], metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", [4, 5])  # mid-epoch, and the epoch's last batch (5 batches an epoch)
+def test_the_last_step_off_the_validation_interval_is_checkpointed_and_extends_exactly(compose_train, tmp_path, steps):
+    common = ["data.batch_size=4", "trainer.val_check_interval=3", "trainer.limit_val_batches=1"]
+    full = BatchRecorder()
+    train(compose_train(*common, "trainer.max_steps=8", f"paths.output_dir={tmp_path / 'full'}"), callbacks=[full])
+
+    metrics, _ = train(compose_train(*common, f"trainer.max_steps={steps}", f"paths.output_dir={tmp_path / 'part'}"))
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == steps  # not 3, the last validation's step
+
+    resumed = BatchRecorder()
+    train(compose_train(*common, "trainer.max_steps=8", f"paths.output_dir={tmp_path / 'more'}", f"ckpt_path={last}"), callbacks=[resumed])
+    assert resumed.batches == {s: full.batches[s] for s in range(steps, 8)}
