@@ -7,7 +7,7 @@ On the checkpoint's own validation windows (its run's config.yaml frames the dat
 - greedy agreement: prompts of each validation window's first tokens, continued greedily through the cache by
   each model; the share of generated tokens that are equal, and the mean number of tokens before the first
   difference (one flip changes everything after it, so this is the harsher measure).
-Usage: python benchmarks/quantize_quality.py CHECKPOINT [--prompts 16] [--prompt-tokens 16] [--new-tokens 128]
+Usage: python benchmarks/quantize_quality.py CHECKPOINT [--prompts 16] [--prompt-tokens 16] [--new-tokens 128] [--describe TEXT]
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--describe", default="", help="how the checkpoint was trained, for the results (e.g. '100 steps of lm_small')")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run_config = args.checkpoint.parent / "config.yaml"
@@ -100,6 +101,7 @@ def main() -> None:
     nll = {name: forced["nll"][name] / forced["tokens"] for name in models}
     result = {
         "checkpoint": str(args.checkpoint),
+        "trained": args.describe,
         "model": {k: v for k, v in hparams["model"].items() if k in ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len")}
         | {"mixer": hparams["model"]["mixer"].get("_target_"), "conditioning": (hparams["model"].get("conditioning") or {}).get("_target_")},
         "cpu": cpu_name(),
@@ -125,7 +127,7 @@ def main() -> None:
     lines = [
         f"# quantize: int8 against fp32 on a trained checkpoint ({result['cpu']})",
         "",
-        f"Model: {result['model']}; {result['validation_tokens']} validation target tokens.",
+        f"Checkpoint: {args.describe or args.checkpoint}. Model: {result['model']}; {result['validation_tokens']} validation target tokens.",
         "",
         "| measure | fp32 | int8 |",
         "|---|---|---|",
