@@ -169,3 +169,16 @@ def test_lyria_generate_samples_from_the_int8_model(compose_train, tmp_path, mon
     assert len(results) == 3
     for result in results:
         assert len(result.new_ids) > 0 and (len(result.new_ids) == 100 or result.new_ids[-1] == tokenizer.eos_id)
+
+
+def test_a_study_passes_quantize_to_its_generation(compose_train, tmp_path):
+    from lyria.experiments.study import study_configs
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    (tmp_path / "run" / "samples").mkdir()  # the evaluation's config names it
+    configs = study_configs(compose_train("study=default", "+study.generate.quantize=int8"), tmp_path / "run", checkpoint)
+    assert configs.generate.quantize == "int8"
+    with pytest.raises(ConfigError, match=r"study.generate: quantize='int4' is not allowed: expected one of \['int8'\]"):
+        study_configs(compose_train("study=default", "+study.generate.quantize=int4"), tmp_path / "run", checkpoint)
