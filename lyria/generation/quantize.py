@@ -6,8 +6,10 @@ replaces the `nn.Linear` layers of the blocks (mixers, feed-forward layers) and 
 
 - weights are stored as int8 with one scale per output channel (symmetric, per-channel), packed once for
   torch's x86 / fbgemm engine;
-- activations are quantized to 8 bits at each call, from their own range (hence "dynamic": no calibration
-  data), multiplied in integers with int32 accumulation, and returned in fp32 with the fp32 bias added.
+- activations are quantized at each call from their own range (hence "dynamic": no calibration data), as
+  uint8 with the range reduced to 7 bits (torch's x86 kernels keep one bit of headroom against overflow in
+  their 16-bit intermediate sums), multiplied in integers with int32 accumulation, and returned in fp32 with
+  the fp32 bias added.
 
 Everything else stays fp32: embeddings, positional tables, layer norms, convolutions, the style-conditioned
 output layer, the cross-attention conditioner's memory encoder (torch's Transformer layers, run once per

@@ -17,8 +17,8 @@ from lyria.generation.quantize import check_quantize, quantize_model, quantized_
 
 # Tolerance of the int8 logits against the fp32 ones: the largest difference over all positions and tokens, as a
 # share of the fp32 logits' standard deviation. Each quantized linear rounds twice: its weights to int8 per output
-# channel (at most half a step, 1/254 of the row's largest weight) and its input to 8 bits over the input's own
-# range per call (1/510 of the range); summed over a dot product these errors mostly cancel, so one layer moves
+# channel (at most half a step, 1/254 of the row's largest weight) and its input to 7 bits over the input's own
+# range per call (torch's x86 kernels: at most 1/254 of the range); summed over a dot product these errors mostly cancel, so one layer moves
 # its output by about 1%. A two-layer model has about ten such layers in series (mixer, feed-forward,
 # conditioning projections), and the largest of 2 x 24 x 40 logits lands at 5% to 9% of the spread over the
 # mixer x conditioning grid here; 20% leaves room for other CPUs' kernels. The faults this guards against move the
