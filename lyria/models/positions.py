@@ -88,7 +88,7 @@ class RotaryPosition(Positional):
         """The table's rows at `pos`. Without autograd (decoding), the rows of the last positions tensor are kept:
         every layer of a forward pass rotates its queries and keys by the same one, so one lookup serves them all
         (the same values, so the numerics do not change)."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # training, or a graph (no Python-side state)
             return self.rotations[pos]
         memo = self.__dict__.get("_memo")
         if memo is not None and memo[0] is pos and memo[1] is self.rotations:
