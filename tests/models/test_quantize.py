@@ -205,3 +205,17 @@ def test_compound_models_keep_every_field_head_tied_and_decode_close_to_fp32():
     for field_got, field_reference in zip(got, reference):
         error = (field_got - field_reference).abs().max().item()
         assert 0 < error <= LOGIT_TOLERANCE * field_reference.std().item()
+
+
+def test_torchs_deprecation_notices_of_the_api_are_silenced_and_nothing_else(caplog):
+    import logging
+    import warnings
+
+    model = conditioned_lm("attention_rope", "adaln")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO, logger="lyria.generation.quantize"):
+        warnings.simplefilter("always")
+        quantize_model(model, "int8")
+        warnings.warn("a warning of someone else's", UserWarning)
+    assert [str(w.message) for w in caught] == ["a warning of someone else's"]
+    # what was converted is logged: per block qkv, out, up and down, and adaln's projection of each block
+    assert len(quantized_names(model)) == 2 * 4 + 2 and "quantize=int8: 10 linear layers" in caplog.text
