@@ -338,6 +338,7 @@ class GenerateSchema:
     bars: Optional[str] = None
     melody: Optional[str] = None
     device: str = "cpu"
+    quantize: Optional[str] = None
     output_dir: str = "samples"
     processors: list[Any] = field(default_factory=list)
     render: RenderSchema = field(default_factory=RenderSchema)
@@ -581,6 +582,7 @@ VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
         ("min_p", FRACTION),
         ("repetition_penalty", POSITIVE),
         ("cfg_scale", NON_NEGATIVE),
+        ("quantize", _one_of("int8")),
         ("prompt", _existing("file")),
         ("prompt_bars", AT_LEAST_ONE),
         ("infill", _existing("file")),
@@ -697,9 +699,18 @@ def _check_prompt_settings(cfg: DictConfig) -> None:
                 raise _fail(f"{key}.{name}", value, POSITIVE[0] if key == "field_temperature" else "a number > 0 and <= 1")
 
 
+def _check_quantize_device(cfg: DictConfig) -> None:
+    quantize, device = _value(cfg, "quantize"), _value(cfg, "device")
+    if quantize is not None and not str(device).startswith("cpu"):
+        raise ConfigError(
+            f"quantize={quantize} is not allowed with device={device}: torch's dynamic int8 quantization runs on "
+            "the CPU only (set device=cpu, or quantize=null on a GPU)"
+        )
+
+
 _CROSS_CHECKS = {
     "TrainSchema": [_check_model, _check_data],
-    "GenerateSchema": [_check_prompt_settings],
+    "GenerateSchema": [_check_prompt_settings, _check_quantize_device],
     "EvaluateSchema": [_check_data],
 }
 

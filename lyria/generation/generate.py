@@ -22,6 +22,7 @@ from lyria.config import ConfigError, GenerateSchema, build, check_arguments, va
 from lyria.data.limits import InputLimits
 from lyria.files import atomic_write
 from lyria.generation.pieces import Piece, continue_piece, harmonize, infill_piece, new_pieces, read_midi, style_conditioning
+from lyria.generation.quantize import check_quantize, quantize_model
 from lyria.generation.sampler import ContextWindow, Limits, Sampler
 from lyria.render import Renderer, build_renderers, render_batch
 
@@ -32,7 +33,9 @@ def build_sampler(cfg: DictConfig) -> Sampler:
     """The model of `cfg.ckpt` behind the processors and context window `cfg` lists."""
     window = ContextWindow(keep_fraction=cfg.window.keep_fraction, opening_bars=cfg.window.opening_bars)
     processors = [build(node, f"processors[{i}]") for i, node in enumerate(cfg.processors)]
+    quantize = check_quantize(cfg.get("quantize"), cfg.device)  # before the checkpoint is read
     model, tokenizer, _ = load_model(cfg.ckpt, map_location=cfg.device)
+    model = quantize_model(model, quantize, cfg.device)
     return Sampler(model, tokenizer, processors, device=cfg.device, window=window)
 
 

@@ -84,9 +84,22 @@ class RotaryPosition(Positional):
         if length > self.rotations.shape[0]:  # generation past the trained context
             self.rotations = self._table(2 * length, self.inv_freq)
 
+    def _unit_rotations(self, pos: Tensor) -> Tensor:
+        """The table's rows at `pos`. Without autograd (decoding), the rows of the last positions tensor are kept:
+        every layer of a forward pass rotates its queries and keys by the same one, so one lookup serves them all
+        (the same values, so the numerics do not change)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # training, or a graph (no Python-side state)
+            return self.rotations[pos]
+        memo = self.__dict__.get("_memo")
+        if memo is not None and memo[0] is pos and memo[1] is self.rotations:
+            return memo[2]
+        rows = self.rotations[pos]
+        self.__dict__["_memo"] = (pos, self.rotations, rows)
+        return rows
+
     def _rope(self, x: Tensor, pos: Tensor) -> Tensor:
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-        return torch.view_as_real(pairs * self.rotations[pos]).flatten(-2).to(x.dtype)
+        return torch.view_as_real(pairs * self._unit_rotations(pos)).flatten(-2).to(x.dtype)
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
         return self._rope(q, q_pos), self._rope(k, k_pos)
