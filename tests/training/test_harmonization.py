@@ -81,3 +81,62 @@ def test_a_model_without_an_input_sequence_refuses_a_melody():
     with pytest.raises(ValueError, match="chorale_harmonization"):
         harmonize(Sampler(model, tokenizer, []), _chorale(), n=1)
 
+
+
+def _aligned_model(align_bars: bool):
+    import torch
+
+    from lyria.models.lm import LyriaLM
+
+    torch.manual_seed(0)
+    conditioning = {"_target_": "lyria.models.conditioning.CrossAttentionConditioner", "memory_tokens": True,
+                    "max_memory_length": 32, "encoder_layers": 1, "align_bars": align_bars}
+    model = LyriaLM([40], {"_target_": "lyria.models.mixers.AttentionMixer"}, d_model=16, n_layers=2, n_heads=2, d_ff=32,
+                    max_seq_len=32, num_styles=2, conditioning=conditioning).eval()
+    for layer in model.conditioner.layers:  # the output projections start at zero: give the memory a say
+        torch.nn.init.normal_(layer.out.weight, std=0.2)
+    return model
+
+
+@pytest.mark.parametrize("align_bars", [True, False])
+def test_bar_aligned_cross_attention_reads_the_melody_of_the_tokens_bar(align_bars):
+    import torch
+
+    model = _aligned_model(align_bars)
+    tokens = torch.tensor([[1, 5, 6, 7, 5, 8, 9, 5, 6]])
+    bars = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 2, 2]])
+    memory = torch.tensor([[5, 11, 12, 5, 13, 5, 14, 15]])
+    memory_bars = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2]])
+    with torch.no_grad():
+        out = model(tokens, bar_ids=bars, cond={"memory": memory, "memory_bars": memory_bars})[0]
+        # numbered from another origin, the same alignment gives the same logits
+        shifted = model(tokens, bar_ids=bars + 3, cond={"memory": memory, "memory_bars": memory_bars + 3})[0]
+        # the melody one bar later than the setting: another alignment
+        moved = model(tokens, bar_ids=bars, cond={"memory": memory, "memory_bars": memory_bars + 1})[0]
+    torch.testing.assert_close(shifted, out)
+    assert not torch.allclose(moved, out, atol=1e-4) if align_bars else torch.equal(moved, out)
+    if align_bars:
+        with pytest.raises(ValueError, match="memory_bars"):
+            model(tokens, bar_ids=bars, cond={"memory": memory})
+        with pytest.raises(ValueError, match="bar_ids"):
+            model(tokens, cond={"memory": memory, "memory_bars": memory_bars})
+
+
+def test_bar_aligned_cached_generation_equals_the_full_forward():
+    import torch
+
+    from lyria.models.lm import Cache
+
+    model = _aligned_model(True)
+    tokens = torch.tensor([[1, 5, 6, 7, 5, 8], [1, 5, 9, 5, 10, 11]])
+    bars = torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]])
+    cond = {"memory": torch.tensor([[5, 11, 5, 13, 0], [5, 12, 14, 5, 15]]), "memory_bars": torch.tensor([[0, 0, 1, 1, 0], [0, 0, 0, 1, 1]])}
+    with torch.no_grad():
+        full = model(tokens, bar_ids=bars, cond=cond)[0]
+        cache = model.new_cache()
+        steps = []
+        for t in range(tokens.shape[1]):
+            logits, cache = model(tokens[:, t : t + 1], bar_ids=bars[:, t : t + 1], cond=cond, cache=cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert isinstance(cache, Cache)
