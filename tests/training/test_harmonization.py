@@ -42,12 +42,17 @@ def test_voices_get_their_own_programs_and_the_melody_is_the_soprano():
 def test_harmonization_trains_and_generates_from_a_melody(compose_train, tmp_path):
     cfg = compose_train(
         "experiment=chorale_harmonization", "data.max_pieces_per_style=8", "model.max_seq_len=128", "trainer.max_steps=6",
-        "trainer.val_check_interval=3", "data.batch_size=4",
+        "trainer.val_check_interval=3", "data.batch_size=4", "model.conditioning.align_bars=true",
     )
     metrics, objects = train(cfg)
     assert metrics["global_step"] == cfg.trainer.max_steps
     batch = next(iter(objects["datamodule"].train_dataloader()))
     assert batch["memory"].shape[0] == batch["tokens"].shape[0] and (batch["memory"] > 0).any()
+    # the melody's bars are numbered as the crop's (its first bar is 0), not from the piece's start
+    assert batch["memory_bars"].shape == batch["memory"].shape
+    for row in range(batch["memory"].shape[0]):
+        bars = batch["memory_bars"][row][batch["memory"][row] > 0]
+        assert bars.min() == 0 and bars.max() <= batch["bar_ids"][row].max() + 1
     checkpoint = objects["paths"]["best_checkpoint"]
     model, tokenizer, _ = load_model(checkpoint)
     melody_file = tmp_path / "melody.mid"
