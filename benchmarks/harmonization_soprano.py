@@ -27,7 +27,8 @@ from lyria.data.harmonization import melody_score, voiced
 from lyria.generation.pieces import harmonize
 from lyria.generation.processors import GrammarMask, SpecialTokenMask, TopP
 from lyria.generation.sampler import Limits, Sampler
-from lyria.training.train import build_tokenizer_and_data
+from lyria.training.module import token_loss
+from lyria.training.train import build_datamodule, build_tokenizer_and_data
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -55,6 +56,26 @@ def training_facts(checkpoint: Path, cfg, model) -> dict:
     }
 
 
+@torch.inference_mode()
+def melody_reliance(cfg, tokenizer, prepared, model, split: str) -> dict:
+    """Mean token loss over every window of `split` with each piece's own melody as the memory and with another
+    piece's (the batch's rows rolled by one): equal losses mean the model does not read the melody."""
+    loader = build_datamodule(cfg, tokenizer, prepared).eval_dataloader(split, sharded=False)
+    sums = {"own": 0.0, "other": 0.0}
+    tokens = 0
+    for batch in loader:
+        if batch["tokens"].shape[0] < 2:
+            continue
+        count = None
+        for name, roll in (("own", 0), ("other", 1)):
+            cond = {"style": batch["style"], "memory": batch["memory"].roll(roll, 0), "memory_bars": batch["memory_bars"].roll(roll, 0)}
+            logits, _ = model(batch["tokens"], bar_ids=batch["bar_ids"], cond=cond)
+            loss, _, count = token_loss(logits, batch["targets"], batch.get("loss_mask"))
+            sums[name] += float(loss) * int(count)
+        tokens += int(count)
+    return {"split": split, "tokens": tokens, **{f"loss_with_{k}_melody": round(v / max(tokens, 1), 4) for k, v in sums.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
@@ -66,9 +87,10 @@ def main() -> None:
     args = parser.parse_args()
     checkpoint = Path(args.checkpoint)
     cfg = OmegaConf.load(checkpoint.parent / "config.yaml")
-    _, prepared = build_tokenizer_and_data(cfg)
+    data_tokenizer, prepared = build_tokenizer_and_data(cfg)
     model, tokenizer, _ = load_model(checkpoint)
     training = training_facts(checkpoint, cfg, model)
+    reliance = melody_reliance(cfg, data_tokenizer, prepared, model, "validation")
     sampler = Sampler(model, tokenizer, [SpecialTokenMask(), GrammarMask(), TopP(0.95)])
     rows, started = [], time.perf_counter()
     for path, piece_id in zip(prepared.score_paths(args.split), prepared.splits[args.split]["piece_id"]):
@@ -94,6 +116,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
         "training": training,
+        "melody_reliance": reliance,
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -104,7 +127,9 @@ def main() -> None:
         f"{result['soprano_note_match_mean']:.1%} ({result['seconds']} s).\n\n"
         f"Model: {training['parameters'] / 1e6:.2f}M parameters, d_model {training['d_model']}, {training['n_layers']} layers, "
         f"context {training['max_seq_len']}, align_bars {training['align_bars']}; trained {training['global_step']} steps, "
-        f"best validation loss {training['best_val_loss']}.\n"
+        f"best validation loss {training['best_val_loss']}.\n\n"
+        f"Validation loss with each piece's own melody {reliance['loss_with_own_melody']}, with another piece's melody "
+        f"{reliance['loss_with_other_melody']} nats/token ({reliance['tokens']} tokens): the gap is what reading the melody is worth.\n"
     )
     (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
