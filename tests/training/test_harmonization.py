@@ -43,6 +43,7 @@ def test_harmonization_trains_and_generates_from_a_melody(compose_train, tmp_pat
     cfg = compose_train(
         "experiment=chorale_harmonization", "data.max_pieces_per_style=8", "model.max_seq_len=128", "trainer.max_steps=6",
         "trainer.val_check_interval=3", "data.batch_size=4", "model.conditioning.align_bars=true",
+        "callbacks.sample_monitor.every_n_steps=3",  # the monitor passes over a model that writes from a melody
     )
     metrics, objects = train(cfg)
     assert metrics["global_step"] == cfg.trainer.max_steps
@@ -145,3 +146,25 @@ def test_bar_aligned_cached_generation_equals_the_full_forward():
             steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
     assert isinstance(cache, Cache)
+
+
+def test_the_sample_monitor_passes_over_a_model_that_writes_from_a_melody(caplog):
+    """Free sampling says nothing about a harmonization model, and its splits hold no free pieces: the monitor
+    must neither sample nor read the reference split (which crashed such a run at its first check)."""
+    import logging
+    from types import SimpleNamespace
+
+    from lyria.training.callbacks import SampleMonitor
+
+    class NoData:
+        def __getattr__(self, name):
+            raise AssertionError(f"the monitor read the datamodule's {name}")
+
+    monitor = SampleMonitor(every_n_steps=5, n_samples=2)
+    module = SimpleNamespace(model=_aligned_model(True), training=True)
+    trainer = SimpleNamespace(global_step=5, datamodule=NoData(), is_global_zero=True, global_rank=0)
+    with caplog.at_level(logging.INFO, logger="lyria.training.callbacks"):
+        monitor.on_train_batch_end(trainer, module, None, None, 0)
+        monitor.on_train_batch_end(SimpleNamespace(**{**vars(trainer), "global_step": 10}), module, None, None, 0)
+    assert monitor.history == []
+    assert sum("sample monitor off" in r.getMessage() for r in caplog.records) == 1
