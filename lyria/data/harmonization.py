@@ -117,7 +117,7 @@ class HarmonizationSplits:
 
 
 class WithMemory(Dataset):
-    """Adds to each example the melody tokens of the bars it covers (`memory`)."""
+    """Adds to each example the melody tokens of the bars it covers (`memory`) and their bars (`memory_bars`)."""
 
     def __init__(self, base: Dataset, split) -> None:
         self.base = base
@@ -131,7 +131,9 @@ class WithMemory(Dataset):
         index = key[0] if isinstance(key, tuple) else self.base.windows[key][0]
         first, last = example["bar_span"]
         ids, bars = np.asarray(self.memory[index]), np.asarray(self.memory_bars[index])
-        example["memory"] = ids[(bars >= first) & (bars <= last)]
+        inside = (bars >= first) & (bars <= last)
+        example["memory"] = ids[inside]
+        example["memory_bars"] = bars[inside] - first  # numbered as the crop's bar_ids (its first bar is 0)
         return example
 
 
@@ -140,9 +142,11 @@ class _MemoryCollate(_Collate):
         batch = collate(examples, self.pad_id)
         longest = max(1, max(len(e["memory"]) for e in examples))
         memory = torch.zeros(len(examples), longest, dtype=torch.long)
+        memory_bars = torch.zeros(len(examples), longest, dtype=torch.long)
         for row, e in enumerate(examples):
             memory[row, : len(e["memory"])] = torch.as_tensor(e["memory"], dtype=torch.long)
-        batch["memory"] = memory
+            memory_bars[row, : len(e["memory"])] = torch.as_tensor(e["memory_bars"], dtype=torch.long)
+        batch["memory"], batch["memory_bars"] = memory, memory_bars
         return batch
 
 

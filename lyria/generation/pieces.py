@@ -447,7 +447,11 @@ def harmonize(
     if limits.max_bars is None:
         limits = Limits(limits.max_new_tokens, int(memory.bar_ids.max()) + 1, limits.max_seconds, limits.seconds_at)
     request = style_conditioning(sampler, style, None, n)
-    cond = {"memory": torch.as_tensor(memory.ids, dtype=torch.long)[None].repeat(n, 1)}
+    cond = {
+        "memory": torch.as_tensor(memory.ids, dtype=torch.long)[None].repeat(n, 1),
+        # the bar of each melody token, numbered as the setting's bars (both from the piece's start)
+        "memory_bars": torch.as_tensor(memory.bar_ids, dtype=torch.long)[None].repeat(n, 1),
+    }
     if request.cond is not None:
         cond["style"] = request.cond["style"]
     results = _sample(sampler, request.head, n, seed, limits, batch_size, cond, progress)

@@ -226,6 +226,7 @@ class LyriaLM(nn.Module):
             last_bar_ids=cache.last_bar_ids if cache is not None else None,
         )
         state = self.conditioner.prepare(cond, tokens.shape[0], tokens.device, cache)
+        state = self.conditioner.locate(state, bar_ids)
         x = self.position.embed(self.embed(tokens), positions)
         x = self.drop(self.conditioner.embed(x, state))
         for i, block in enumerate(self.blocks):

@@ -240,7 +240,9 @@ class SampleMonitor(L.Callback):
     first, then training pieces); a collapse score above `warn_above` logs a warning.
 
     Sampling draws from its own seeded generator and puts the model back in training mode, so the
-    training run itself is unchanged; the cost is one short generation per check.
+    training run itself is unchanged; the cost is one short generation per check. A model that writes from
+    an input sequence (`memory_tokens`, the harmonization task) is not monitored: its output without one
+    says nothing, and its splits hold no free pieces to compare with.
     """
 
     def __init__(
@@ -260,6 +262,7 @@ class SampleMonitor(L.Callback):
         self.temperature, self.top_p, self.warn_above = float(temperature), top_p, float(warn_above)
         self.reference_pieces, self.seed = int(reference_pieces), int(seed)
         self._reference = None
+        self._skip_logged = False
         self.history: list[dict[str, float]] = []
 
     def _reference_set(self, datamodule):
@@ -314,6 +317,12 @@ class SampleMonitor(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
         if step == 0 or step % self.every_n_steps or (self.history and self.history[-1]["step"] == step):
+            return
+        if getattr(pl_module.model.conditioner, "memory_vocab_size", 0):
+            # a sequence-to-sequence model (harmonization) writes from an input sequence, not freely: nothing to monitor
+            if not self._skip_logged:
+                log.info("sample monitor off: the model writes from an input sequence (a melody to harmonize), not freely")
+                self._skip_logged = True
             return
         started = time.perf_counter()
         datamodule = trainer.datamodule

@@ -84,6 +84,8 @@ class LyriaLightningModule(L.LightningModule):
         cond = {"style": batch["style"]}
         if "memory" in batch:  # a sequence-to-sequence task's input (harmonization: the melody)
             cond["memory"] = batch["memory"]
+            if "memory_bars" in batch:
+                cond["memory_bars"] = batch["memory_bars"]
         logits, _ = self.model(batch["tokens"], bar_ids=batch["bar_ids"], cond=cond)
         loss, correct, count = token_loss(logits, batch["targets"], batch.get("loss_mask"))
         if stage == "train":

@@ -1,10 +1,11 @@
 """The conditioning contract: where a condition (a style) may enter the model, and the "no conditioning" baseline.
 
-A conditioner sees every forward pass at five hooks, all of which do nothing in the base class:
+A conditioner sees every forward pass at six hooks, all of which do nothing in the base class:
 
 - `prepare(cond, batch, cache)`: once per forward; turns `cond` (`{"style": (B,) slot ids}`, or None for
   "no style") into the state the other hooks read (a style vector, an encoded memory). A conditioning
   memory that holds for a whole generation is kept in `cache.memory`, computed on the first call.
+- `locate(state, bar_ids)`: once per forward, after `prepare`: the state for these tokens (their bars).
 - `embed(x, state)`: on the token embeddings, before the first block.
 - `modulate(h, state, layer, site)`: on the output of a block's norm, before its mixer (`site="mixer"`)
   or its feed-forward (`site="ffn"`): the place for FiLM / adaptive layer norm.
@@ -63,6 +64,9 @@ class Conditioner(nn.Module):
 
     def prepare(self, cond: dict | None, batch: int, device: torch.device, cache: Any = None) -> Any:
         return None
+
+    def locate(self, state: Any, bar_ids: Tensor | None) -> Any:
+        return state
 
     def embed(self, x: Tensor, state: Any) -> Tensor:
         return x

@@ -9,6 +9,13 @@ sublayer (pre-norm, after its mixer) whose queries are the block's tokens and wh
 the memory's. During generation the keys and values of every layer are computed once, on the first call,
 and kept in `cache.memory`; later steps and re-reads of the context use them as they are. The output
 projections start at zero: a new model computes what the unconditional model with the same weights does.
+
+`align_bars: true` (with `memory_tokens`) tells the cross-attention where the two sequences meet: the memory
+comes with the bar of each token (`cond["memory_bars"]`, numbered as the decoder's `bar_ids`), and every
+head adds a learned bias for the bar distance between a query token and a memory token (clipped at
+`max_bar_distance`; it starts at minus the distance, a preference for the same bar). Without it a decoder
+token has to find its place in the melody from content alone (its positions are relative, the memory's
+absolute), which a short training does not learn.
 """
 
 from __future__ import annotations
@@ -41,10 +48,14 @@ class CrossAttentionLayer(nn.Module):
         k, v = self.kv(memory).view(batch, length, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """`mask` (B, M): True where a memory token is real; `bias` (B, H, T, M): added to the attention scores."""
         batch, length, _ = x.shape
         q = self.q(self.norm(x)).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, *kv, attn_mask=None if mask is None else mask[:, None, None, :])
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        if bias is not None:
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, float("-inf"))
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=attn_mask)
         return x + self.out(y.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -63,6 +74,8 @@ class CrossAttentionConditioner(Conditioner):
         memory_tokens: bool = False,
         max_memory_length: int = 1024,
         vocab_size: int = 0,
+        align_bars: bool = False,
+        max_bar_distance: int = 4,
     ) -> None:
         super().__init__(d_model, num_styles, n_layers, n_heads, dropout)
         if memory_length < 1 or encoder_layers < 0:
@@ -82,6 +95,14 @@ class CrossAttentionConditioner(Conditioner):
             self.memory_positions = nn.Parameter(torch.randn(self.max_memory_length, d_model) * 0.02)
             nn.init.normal_(self.memory_embedding.weight, std=0.02)
         nn.init.normal_(self.table.weight, std=0.02)
+        if align_bars and not memory_tokens:
+            raise ValueError("model.conditioning.align_bars needs memory_tokens: true (a style memory has no bars)")
+        if max_bar_distance < 0:
+            raise ValueError(f"model.conditioning.max_bar_distance must be >= 0, got {max_bar_distance}")
+        self.align_bars, self.max_bar_distance = bool(align_bars), int(max_bar_distance)
+        if self.align_bars:
+            distance = torch.arange(-self.max_bar_distance, self.max_bar_distance + 1).abs().float()
+            self.bar_bias = nn.Parameter(-distance.repeat(n_layers, n_heads, 1))  # (layers, heads, 2K+1)
 
     def encode(self, cond: dict | None, batch: int, device) -> tuple[Tensor, Tensor | None]:
         """(B, M, D): the conditioning sequence, encoded; and (B, M) True where a memory token is real (or None)."""
@@ -108,9 +129,29 @@ class CrossAttentionConditioner(Conditioner):
             return cache.memory[MEMORY_KEY]
         memory, keep = self.encode(cond, batch, device)
         state = {"kv": [layer.keys_values(memory) for layer in self.layers], "keep": keep}
+        if self.align_bars and keep is not None:
+            bars = cond.get("memory_bars")
+            if bars is None:
+                raise ValueError("model.conditioning.align_bars: cond['memory_bars'] (the bar of each memory token) is missing")
+            bars = torch.as_tensor(bars, device=device).long()
+            if bars.shape != keep.shape:
+                raise ValueError(f"cond['memory_bars'] has shape {tuple(bars.shape)}; cond['memory'] has {tuple(keep.shape)}")
+            state["memory_bars"] = bars
         if cache is not None:
             cache.memory[MEMORY_KEY] = state
         return state
 
+    def locate(self, state: Any, bar_ids: Tensor | None) -> Any:
+        if "memory_bars" not in state:
+            return state
+        if bar_ids is None:
+            raise ValueError("model.conditioning.align_bars: the forward pass needs the tokens' bar_ids")
+        k = self.max_bar_distance
+        distance = (state["memory_bars"][:, None, :] - bar_ids.long()[:, :, None]).clamp(-k, k) + k  # (B, T, M)
+        return {**state, "bar_distance": distance}
+
     def attend(self, x: Tensor, state: Any, layer: int) -> Tensor:
-        return self.layers[layer](x, state["kv"][layer], state["keep"])
+        bias = None
+        if "bar_distance" in state:
+            bias = self.bar_bias[layer][:, state["bar_distance"]].transpose(0, 1).to(x.dtype)  # (B, H, T, M)
+        return self.layers[layer](x, state["kv"][layer], state["keep"], bias)
