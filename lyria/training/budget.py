@@ -13,7 +13,8 @@ ends inside the budget with the learning rate at its floor:
   as the fitted end lies ahead.
 The last step is validated and checkpointed whether or not it falls on `val_check_interval` (training
 stops there through `trainer.should_stop`, which Lightning validates at). Warm-up is shortened to a tenth
-of the fitted steps when it was longer. The fitted value is part of the checkpoint: a resumed run keeps it.
+of the fitted steps when it was longer. The fitted value and the training time spent so far are part of the
+checkpoint: a resumed run (a requeued SLURM job, say) keeps the schedule and spends only what is left of the budget.
 """
 
 from __future__ import annotations
@@ -50,26 +51,29 @@ class TimeBudget(L.Callback):
         self._val_start: float | None = None
         self._in_val_interval = False
         self._resumed_fit: int | None = None
+        self._resumed_elapsed = 0.0
         self._configured_warmup: int | None = None
 
     # ------------------------------------------------------------------ state in checkpoints
     def state_dict(self) -> dict:
-        return {"fitted_max_steps": -1 if self.fitted is None else int(self.fitted)}
+        elapsed = time.monotonic() - self._started if self._started else self._resumed_elapsed
+        return {"fitted_max_steps": -1 if self.fitted is None else int(self.fitted), "elapsed_s": float(elapsed)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         fitted = int(state_dict.get("fitted_max_steps", -1))
         self._resumed_fit = fitted if fitted >= 0 else None
+        self._resumed_elapsed = max(0.0, float(state_dict.get("elapsed_s", 0.0)))
 
     # ------------------------------------------------------------------ timing
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.upper = trainer.max_steps if trainer.max_steps >= 0 else None
         if self.upper is None:
             raise ValueError("training.time_budget_s needs trainer.max_steps as its upper bound (it is -1)")
-        self._started = time.monotonic()
+        self._started = time.monotonic() - self._resumed_elapsed  # the budget counts the time before a resume
         self._last_end = None
         self._start_step = trainer.global_step
         if self._resumed_fit is not None:
-            self._apply(trainer, self._resumed_fit, "kept from the checkpoint")
+            self._apply(trainer, self._resumed_fit, f"kept from the checkpoint; {self._resumed_elapsed:.0f} s of the budget spent before")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         now = time.monotonic()

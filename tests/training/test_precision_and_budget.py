@@ -205,3 +205,26 @@ def test_a_real_run_with_a_time_budget_ends_on_its_fitted_step(compose_train):
     schedule = objects["trainer"].lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     assert schedule.total_steps == metrics["target_steps"]
     assert "fitted to training.time_budget_s=25" in (Path(objects["paths"]["run_dir"]) / "summary.txt").read_text()
+
+
+def test_a_resumed_run_spends_only_what_is_left_of_its_budget(one_thread, tmp_path):
+    class StopAt(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 25:
+                trainer.save_checkpoint(tmp_path / "part.ckpt")
+                trainer.should_stop = True
+
+    first = TimeBudget(2.0, warmup=1, measure=5)
+    _trainer([first, StopAt()], limit_val_batches=0).fit(_SlowModule(step_s=0.04), train_dataloaders=_loader())
+    assert first.fitted is not None and first.fitted > 25
+    spent = torch.load(tmp_path / "part.ckpt", weights_only=True)["callbacks"]
+    (state,) = [v for k, v in spent.items() if k.startswith("TimeBudget")]
+    assert 25 * 0.04 <= state["elapsed_s"] < 2.0
+
+    resumed = TimeBudget(2.0, warmup=1, measure=5)
+    trainer = _trainer([resumed], limit_val_batches=0)
+    started = time.monotonic()
+    trainer.fit(_SlowModule(step_s=0.04), train_dataloaders=_loader(), ckpt_path=tmp_path / "part.ckpt")
+    # about 2 s / 0.04 s = 50 steps in all, not 25 more plus a fresh budget's 50
+    assert trainer.global_step == resumed.fitted <= 60
+    assert time.monotonic() - started < 2.0 - 25 * 0.04 + 1.0
