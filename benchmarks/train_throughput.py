@@ -9,6 +9,7 @@ All figures are ratios measured in this one run on this CPU:
   bf16 peak. FLOPs per token follow the PaLM convention: 6 x (matmul weights) + 12 x layers x d_model x
   sequence. Hugging Face GPT-2 of the same dimensions and dropout is measured the same way beside it.
 - DDP: Lightning on CPU (gloo) with 2 processes of 1 thread each vs 1 process of 2 threads, same global batch.
+Every model runs with `training.cpu_allocator` (default keep, as lyria-train; --cpu-allocator default leaves malloc).
 Usage: PYTHONPATH=. python benchmarks/train_throughput.py [--mfu-steps 3] [--loop-steps 20]
 """
 
@@ -30,6 +31,7 @@ from omegaconf import OmegaConf
 from lyria.cli import CONF_DIR
 from lyria.config import build
 from lyria.models.lm import build_model
+from lyria.training.allocator import CHOICES as CPU_ALLOCATOR_CHOICES, tune_cpu_allocator
 from lyria.training.module import LyriaLightningModule, token_loss
 from lyria.training.optim import build_optimizer, warmup_cosine
 from lyria.training.precision import cpu_name
@@ -269,13 +271,17 @@ def main() -> None:
     parser.add_argument("--loop-steps", type=int, default=20, help="lm_small steps per loop measurement")
     parser.add_argument("--ddp-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-allocator", choices=CPU_ALLOCATOR_CHOICES, default="keep",
+                        help="training.cpu_allocator for every model measured here (lyria-train's default: keep)")
     args = parser.parse_args()
+    allocator_tuned = tune_cpu_allocator(args.cpu_allocator)  # as lyria-train does, before anything is allocated
     if args.ddp_worker is not None:
         ddp_worker(args.ddp_worker, args.loop_steps, args.out)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "bf16_native": bf16_native(), "torch": torch.__version__,
               "note": "ratios measured in one run; absolute figures depend on the machine's load",
+              "cpu_allocator": args.cpu_allocator, "cpu_allocator_tuned": allocator_tuned,
               "loop": measure_loop(args.loop_steps), "ddp": measure_ddp(args.loop_steps), "mfu": measure_mfu(args.mfu_steps)}
     report["targets"] = TARGETS
     report["met"] = {

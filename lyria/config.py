@@ -226,6 +226,7 @@ class TrainingSchema:
     compile: bool = False
     nonfinite: str = "stop"
     max_skipped_steps: int = 10
+    cpu_allocator: str = "keep"
 
 
 @dataclass
@@ -550,6 +551,7 @@ VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
         ("training.infilling_max_bars", AT_LEAST_ONE),
         ("training.nonfinite", _one_of("stop", "skip")),
         ("training.max_skipped_steps", COUNT),
+        ("training.cpu_allocator", _one_of("keep", "default")),
         ("model.d_model", AT_LEAST_ONE),
         ("model.n_layers", AT_LEAST_ONE),
         ("model.n_heads", AT_LEAST_ONE),

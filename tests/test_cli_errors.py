@@ -29,6 +29,7 @@ CASES = [
     ("train", ["data.source.styles.0.composer=bachh"], r"data\.source\.styles\[0\]\.composer='bachh'.*did you mean 'bach'"),
     ("train", ["model=lm_typo"], r"Could not find 'model/lm_typo'.*options in 'model': lm_base, lm_small"),
     ("train", ["training.nonfinite=ignore"], r"training\.nonfinite='ignore' is not allowed: expected one of \['stop', 'skip'\]"),
+    ("train", ["training.cpu_allocator=fast"], r"training\.cpu_allocator='fast' is not allowed: expected one of \['keep', 'default'\]"),
     ("train", ["model.n_heads=3"], r"model\.d_model=256 is not allowed with model\.n_heads=3"),
     ("train", ["data.val_fraction=0.6", "data.test_fraction=0.5"], r"data\.val_fraction=0\.6 plus data\.test_fraction=0\.5"),
     ("train", ["ckpt_path=nowhere.ckpt"], r"ckpt_path='nowhere\.ckpt' is not allowed: expected an existing file"),

@@ -25,6 +25,7 @@ from lyria.data.prepare import prepare_data
 from lyria.files import atomic_write
 from lyria.experiments.study import check_study, run_study
 from lyria.training.baselines import unigram_log_probs, unigram_loss
+from lyria.training.allocator import tune_cpu_allocator
 from lyria.training.budget import TimeBudget
 from lyria.training.callbacks import FinalStep, RNGStateCallback, SlurmRequeue
 from lyria.training.module import LyriaLightningModule
@@ -221,6 +222,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> tuple[dict[str, 
     cfg = validate(cfg, TrainSchema)
     check_train_arguments(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tune_cpu_allocator(cfg.training.cpu_allocator)  # before the model and the batches are allocated
     output_dir = Path(cfg.paths.output_dir)
     ckpt_dir = output_dir / CHECKPOINT_DIR
     ckpt_path = resume_checkpoint(cfg, ckpt_dir)
