@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 CHOICES = ("keep", "default")
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8
-KEEP = {M_ARENA_MAX: 1, M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1, M_TOP_PAD: 256 * 2**20}
+KEEP = {"arena_max": (M_ARENA_MAX, 1), "mmap_max": (M_MMAP_MAX, 0), "trim_threshold": (M_TRIM_THRESHOLD, 2**31 - 1),
+        "top_pad": (M_TOP_PAD, 256 * 2**20)}
 
 _applied = False
 
@@ -52,8 +53,7 @@ def tune_cpu_allocator(mode: str = "keep") -> bool:
     if libc is None:
         log.info("training.cpu_allocator=keep: not glibc's malloc here, left as it is")
         return False
-    failed = [name for name, (param, value) in zip(("arena_max", "mmap_max", "trim_threshold", "top_pad"), KEEP.items())
-              if libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1]
+    failed = [name for name, (param, value) in KEEP.items() if libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1]
     if failed:
         log.warning("training.cpu_allocator=keep: glibc refused %s; malloc partly tuned", ", ".join(failed))
     _applied = not failed

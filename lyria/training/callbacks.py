@@ -125,7 +125,7 @@ class SlurmRequeue(L.Callback):
     so that checkpoint can be a batch behind; here the handler only raises a flag, all ranks agree
     on it after a step (a rank that saw the signal late would otherwise wait in the save forever),
     and the checkpoint is written between steps, at an accumulation boundary (after an epoch's last batch the
-    run stops at the epoch's end, see `on_train_batch_end`). The requeued job gets
+    run stops at the epoch's end, see `ends_epoch`). The requeued job gets
     the same run folder (named after the job) and resumes from the checkpoint. Inactive outside SLURM.
     """
 
@@ -174,12 +174,8 @@ class SlurmRequeue(L.Callback):
         self.requeued = True
         if trainer.is_global_zero:
             requeue_job()
-        if batch_idx + 1 >= trainer.num_training_batches:
-            # The epoch's last batch: stop once the epoch has ended (on_train_epoch_end). Stopping now would make
-            # Lightning validate here and ModelCheckpoint overwrite this checkpoint with the loop state of a
-            # validation inside the epoch's last batch, from which Lightning resumes with one batch too many in
-            # the old epoch (it reads a fresh epoch's first batch, then starts the next epoch's data afresh).
-            return
+        if ends_epoch(trainer, batch_idx):
+            return  # stop once the epoch has ended (on_train_epoch_end), not with a validation inside this batch
         trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -187,25 +183,33 @@ class SlurmRequeue(L.Callback):
             trainer.should_stop = True
 
 
+def ends_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether `batch_idx` is the epoch's last batch, where a stop must not go through `trainer.should_stop`.
+
+    Lightning validates where `should_stop` is set; a validation that only the stop causes inside an epoch's
+    last batch makes ModelCheckpoint save a loop state that Lightning 2.6 resumes with one batch too many in
+    the old epoch (it reads a fresh epoch's first batch, then starts the next epoch's data afresh), so a
+    resumed or extended run would read the data in another order than an uninterrupted one.
+    """
+    return batch_idx + 1 >= trainer.num_training_batches
+
+
 class FinalStep(L.Callback):
     """The last step (`trainer.max_steps`) ends with last.ckpt holding the final weights, validated, even when it
     does not fall on `val_check_interval` (Lightning would otherwise stop without a validation, and last.ckpt
     would keep the weights of the last validation).
 
-    It sets `trainer.should_stop`, at which Lightning validates and ModelCheckpoint saves. In an epoch's last
-    batch it writes last.ckpt itself instead: a validation that only the stop causes inside that batch leaves a
-    loop state that Lightning resumes one batch off (a run extended with a larger max_steps would read the data
-    in another order than an uninterrupted one). A run without validation is saved by ModelCheckpoint anyway.
+    It sets `trainer.should_stop`, at which Lightning validates and ModelCheckpoint saves; in an epoch's last
+    batch (see `ends_epoch`) it writes last.ckpt itself instead. A run without validation is saved by
+    ModelCheckpoint anyway.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.max_steps is None or trainer.max_steps < 0 or trainer.global_step < trainer.max_steps:
             return
-        if (batch_idx + 1) % trainer.accumulate_grad_batches and batch_idx + 1 < trainer.num_training_batches:
-            return  # the optimizer step of this accumulation is still to come
         if not any(n > 0 for n in trainer.num_val_batches or []):
             return  # no validation: ModelCheckpoint saves at the epoch's (the run's) end
-        if batch_idx + 1 < trainer.num_training_batches:
+        if not ends_epoch(trainer, batch_idx):
             trainer.should_stop = True
             return
         checkpoint = trainer.checkpoint_callback
