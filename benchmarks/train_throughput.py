@@ -7,7 +7,9 @@ All figures are ratios measured in this one run on this CPU:
 - MFU: training FLOP/s of lm_base at sequence 1024, batch 8, as a share of the peak matmul FLOP/s measured
   here (2048^3, all threads), in fp32 and, where the CPU computes bf16 natively, in bf16-mixed against the
   bf16 peak. FLOPs per token follow the PaLM convention: 6 x (matmul weights) + 12 x layers x d_model x
-  sequence. Hugging Face GPT-2 of the same dimensions and dropout is measured the same way beside it.
+  sequence. Hugging Face GPT-2 of the same dimensions and dropouts is measured the same way beside it, and
+  two variants of lm_base show what its defaults buy: attention-probability dropout on (GPT-2's recipe; it
+  rules out SDPA's fused kernel on CPU) and torch's own dropout masks instead of lyria.models.dropout's.
 - DDP: Lightning on CPU (gloo) with 2 processes of 1 thread each vs 1 process of 2 threads, same global batch.
 Every model runs with `training.cpu_allocator` (default keep, as lyria-train; --cpu-allocator default leaves malloc).
 Usage: PYTHONPATH=. python benchmarks/train_throughput.py [--mfu-steps 3] [--loop-steps 20]
@@ -21,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +33,7 @@ from omegaconf import OmegaConf
 
 from lyria.cli import CONF_DIR
 from lyria.config import build
+from lyria.models.dropout import Dropout
 from lyria.models.lm import build_model
 from lyria.training.allocator import CHOICES as CPU_ALLOCATOR_CHOICES, tune_cpu_allocator
 from lyria.training.module import LyriaLightningModule, token_loss
@@ -71,14 +75,19 @@ def lyria_model(cfg):
 
 
 def gpt2_like(model_cfg, vocab_size: int):
+    """GPT-2 of lm_base's dimensions and dropouts (attention probabilities: `model.attention_dropout`)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
         vocab_size=vocab_size, n_positions=model_cfg.max_seq_len, n_embd=model_cfg.d_model, n_layer=model_cfg.n_layers,
         n_head=model_cfg.n_heads, n_inner=model_cfg.d_ff, resid_pdrop=model_cfg.dropout, embd_pdrop=model_cfg.dropout,
-        attn_pdrop=model_cfg.dropout, bos_token_id=None, eos_token_id=None, attn_implementation="sdpa",
+        attn_pdrop=attention_dropout(model_cfg), bos_token_id=None, eos_token_id=None, attn_implementation="sdpa",
     )
     return GPT2LMHeadModel(config)
+
+
+def attention_dropout(model_cfg) -> float:
+    return model_cfg.dropout if model_cfg.get("attention_dropout") is None else model_cfg.attention_dropout
 
 
 def flops_per_token(model_cfg, vocab_size: int, seq_len: int) -> float:
@@ -125,35 +134,61 @@ def gpt2_loss(model, batch):
     return model(input_ids=batch["tokens"], labels=batch["tokens"]).loss
 
 
+# The models measured for MFU: lm_base as configured, GPT-2 with the same dropouts, and two lm_base variants that
+# show what the defaults buy: attention-probability dropout on (GPT-2's recipe), and torch's own dropout masks.
+MFU_MODELS = ("lyria", "hf_gpt2", "lyria_attention_dropout", "lyria_torch_dropout")
+
+
+def mfu_model(name: str, cfg):
+    torch.manual_seed(0)
+    model_cfg = cfg.model
+    if name == "lyria_attention_dropout":
+        model_cfg = OmegaConf.merge(cfg.model, {"attention_dropout": cfg.model.dropout})
+    model, tokenizer = lyria_model(OmegaConf.merge(cfg, {"model": model_cfg}))
+    if name == "hf_gpt2":
+        model = gpt2_like(cfg.model, tokenizer.vocab_size)
+    if name == "lyria_torch_dropout":
+        for module in model.modules():
+            if isinstance(module, Dropout):
+                module.forward = types.MethodType(torch.nn.Dropout.forward, module)
+    return model, tokenizer, model_cfg
+
+
 def measure_mfu(steps: int) -> dict:
+    """Seconds per step of each model and precision; MFU against the best matmul peak measured in the whole
+    run (before and after every model), so that every row shares one denominator."""
     cfg = model_config(MFU_SHAPE["model"], MFU_SHAPE["seq_len"])
     tokens = MFU_SHAPE["seq_len"] * MFU_SHAPE["batch"]
     rows = {}
     precisions = [("fp32", torch.float32)] + ([("bf16-mixed", torch.bfloat16)] if bf16_native() else [])
+    peaks = {precision: peak_matmul(dtype) for precision, dtype in precisions}
     for precision, dtype in precisions:
-        for name in ("lyria", "hf_gpt2"):
-            torch.manual_seed(0)
-            model, tokenizer = lyria_model(cfg)
-            if name == "hf_gpt2":
-                model = gpt2_like(cfg.model, tokenizer.vocab_size)
+        for name in MFU_MODELS:
+            model, tokenizer, model_cfg = mfu_model(name, cfg)
             batches = random_batches(tokenizer, steps + 1, MFU_SHAPE["batch"], MFU_SHAPE["seq_len"])
-            peak = peak_matmul(dtype)
-            seconds = plain_steps(lyria_loss if name == "lyria" else gpt2_loss, model, batches, bf16=dtype == torch.bfloat16)
-            peak = max(peak, peak_matmul(dtype))
+            seconds = plain_steps(gpt2_loss if name == "hf_gpt2" else lyria_loss, model, batches, bf16=dtype == torch.bfloat16)
+            peaks[precision] = max(peaks[precision], peak_matmul(dtype))
             flops = flops_per_token(cfg.model, tokenizer.vocab_size, MFU_SHAPE["seq_len"]) * tokens
             rows[f"{name}/{precision}"] = {
                 "seconds_per_step": seconds, "tokens_per_s": tokens / seconds, "achieved_gflops": flops / seconds / 1e9,
-                "peak_matmul_gflops": peak / 1e9, "mfu": flops / seconds / peak,
+                "dropout": model_cfg.dropout, "attention_dropout": attention_dropout(model_cfg),
             }
-            print(f"{name} {precision}: {seconds:.2f} s/step, MFU {rows[f'{name}/{precision}']['mfu']:.1%}", flush=True)
+            print(f"{name} {precision}: {seconds:.2f} s/step, {flops / seconds / 1e9:.1f} GFLOP/s", flush=True)
             del model
+    for key, row in rows.items():
+        peak = peaks[key.split("/")[1]]
+        row.update(peak_matmul_gflops=peak / 1e9, mfu=row["achieved_gflops"] * 1e9 / peak)
     summary = {}
     for precision, _ in precisions:
+        lyria = rows[f"lyria/{precision}"]
         summary[precision] = {
-            "lyria_mfu": rows[f"lyria/{precision}"]["mfu"], "hf_gpt2_mfu": rows[f"hf_gpt2/{precision}"]["mfu"],
-            "lyria_over_hf": rows[f"hf_gpt2/{precision}"]["seconds_per_step"] / rows[f"lyria/{precision}"]["seconds_per_step"],
+            "lyria_mfu": lyria["mfu"], "hf_gpt2_mfu": rows[f"hf_gpt2/{precision}"]["mfu"],
+            "lyria_over_hf": rows[f"hf_gpt2/{precision}"]["seconds_per_step"] / lyria["seconds_per_step"],
+            "attention_dropout_mfu": rows[f"lyria_attention_dropout/{precision}"]["mfu"],
+            "torch_dropout_mfu": rows[f"lyria_torch_dropout/{precision}"]["mfu"],
         }
-    return {"shape": MFU_SHAPE | {"d_model": cfg.model.d_model, "n_layers": cfg.model.n_layers, "dropout": cfg.model.dropout},
+    return {"shape": MFU_SHAPE | {"d_model": cfg.model.d_model, "n_layers": cfg.model.n_layers, "dropout": cfg.model.dropout,
+                                  "attention_dropout": attention_dropout(cfg.model)},
             "flops_convention": "PaLM: 6 x matmul weights + 12 x layers x d_model x seq per token", "runs": rows, "summary": summary}
 
 
@@ -261,6 +296,8 @@ def markdown(report: dict) -> str:
         target = TARGETS["mfu_fp32" if precision == "fp32" else "mfu_bf16"]
         lines.append(f"| MFU lm_base {precision} (seq 1024, batch 8) | {row['lyria_mfu']:.1%} (HF GPT-2: {row['hf_gpt2_mfu']:.1%}, "
                      f"lyria/HF speed {row['lyria_over_hf']:.2f}) | >= {target:.0%} |")
+        lines.append(f"| ... with attention dropout {report['mfu']['shape']['dropout']} (GPT-2's recipe) | {row['attention_dropout_mfu']:.1%} | |")
+        lines.append(f"| ... with torch's dropout masks | {row['torch_dropout_mfu']:.1%} | |")
     lines.append(f"| DDP 2 processes / 1 process (tokens/s) | {report['ddp']['ddp2_over_single']:.3f} | reported |")
     return "\n".join(lines) + "\n"
 

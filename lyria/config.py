@@ -200,6 +200,7 @@ class ModelSchema:
     n_heads: int = 4
     d_ff: int = 1024
     dropout: float = 0.1
+    attention_dropout: Optional[float] = None
     max_seq_len: int = 512
     tie_embeddings: bool = True
     style_output: bool = False
@@ -557,6 +558,7 @@ VALUE_RULES: dict[str, list[tuple[str, tuple[str, Any]]]] = {
         ("model.n_heads", AT_LEAST_ONE),
         ("model.d_ff", AT_LEAST_ONE),
         ("model.dropout", _range(0, 1, hi_open=True)),
+        ("model.attention_dropout", _range(0, 1, hi_open=True)),
         ("model.max_seq_len", _range(2, integer=True)),
         ("model.mixer.window", AT_LEAST_ONE),
         ("model.conditioning.dropout", _range(0, 1, hi_open=True)),

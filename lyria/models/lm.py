@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from lyria.config import build, resolve_class, to_plain
 from lyria.models.conditioning import Conditioner, StyleOutput
+from lyria.models.dropout import Dropout
 from lyria.models.mixers.base import Mixer, MixerContext
 from lyria.models.positions import Positional
 
@@ -60,7 +61,7 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(d_model, d_ff)
         self.down = nn.Linear(d_ff, d_model)
         self.act = nn.GELU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.down(self.act(self.up(x))))
@@ -74,7 +75,7 @@ class Block(nn.Module):
         self.mixer = mixer
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, ctx: MixerContext, state, conditioner: Conditioner, cache: dict | None):
         layer = self.layer
@@ -91,6 +92,9 @@ class LyriaLM(nn.Module):
     tokens: (B, T) ids, or (B, T, F) for compound tokenizers (then logits is a list of F tensors).
     mixer / conditioning: config dicts with `_target_`; the mixer's optional `position` node picks the
     positional scheme, shared by all layers.
+    dropout: on the embeddings and on each sublayer's output. attention_dropout: the mixers' own dropout
+    (attention probabilities; the hierarchical bar layers); None means `dropout`, as in configs written
+    before it existed. On CPU, dropping attention probabilities rules out SDPA's fused kernels.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class LyriaLM(nn.Module):
         n_heads: int = 4,
         d_ff: int = 1024,
         dropout: float = 0.1,
+        attention_dropout: float | None = None,
         max_seq_len: int = 512,
         tie_embeddings: bool = True,
         num_styles: int = 0,
@@ -117,16 +122,17 @@ class LyriaLM(nn.Module):
         position_cfg = mixer.pop("position", None) or {"_target_": "lyria.models.positions.Positional"}
         self.position: Positional = build(position_cfg, "model.mixer.position", allowed=Positional, d_model=d_model, n_heads=n_heads, max_seq_len=max_seq_len)
         self.embeddings = nn.ModuleList(nn.Embedding(v, d_model, padding_idx=pad_id) for v in self.vocab_sizes)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         depth_aware = _accepts_layer(mixer)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.blocks = nn.ModuleList(
             Block(
                 d_model,
                 d_ff,
                 dropout,
-                build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=dropout, layer=i, n_layers=n_layers)
+                build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=attention_dropout, layer=i, n_layers=n_layers)
                 if depth_aware
-                else build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=dropout),
+                else build(mixer, "model.mixer", allowed=Mixer, d_model=d_model, n_heads=n_heads, dropout=attention_dropout),
                 i,
             )
             for i in range(n_layers)

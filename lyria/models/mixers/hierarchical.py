@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lyria.models.dropout import Dropout
+
 from lyria.models.mixers.attention import AttentionMixer
 from lyria.models.mixers.base import Mixer, MixerContext
 from lyria.models.positions import RotaryPosition
@@ -20,7 +22,7 @@ class BarLayer(nn.Module):
         self.attention = AttentionMixer(d_model, n_heads, dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), Dropout(dropout)
         )
 
     def forward(self, bars: Tensor, ctx: MixerContext) -> Tensor:
