@@ -13,7 +13,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from lyria.config import ConfigError, GenerateSchema, validate
 from lyria.generation import quantize
-from lyria.generation.quantize import check_quantize, quantize_model, quantized_names
+from lyria.generation.quantize import Int8Linear, check_quantize, quantize_model, quantized_names
 
 # Tolerance of the int8 logits against the fp32 ones: the largest difference over all positions and tokens, as a
 # share of the fp32 logits' standard deviation. Each quantized linear rounds twice: its weights to int8 per output
@@ -63,7 +63,7 @@ def test_int8_decodes_through_the_cache_close_to_fp32(conditioning, mixer):
 
     names = quantized_names(model)
     modules = dict(quantized.named_modules())
-    assert names and all(isinstance(modules[name], DynamicQuantizedLinear) for name in names)
+    assert names and all(type(modules[name]) is Int8Linear for name in names)
     left = [name for name, m in quantized.named_modules() if type(m) is nn.Linear]
     assert all(name.startswith(("heads.", "conditioner.encoder.")) for name in left), left  # the heads, the memory encoder
     if conditioning in ("adaln", "cross_attention"):  # the conditioning modules' own linears are quantized too
@@ -219,3 +219,17 @@ def test_torchs_deprecation_notices_of_the_api_are_silenced_and_nothing_else(cap
     assert [str(w.message) for w in caught] == ["a warning of someone else's"]
     # what was converted is logged: per block qkv, out, up and down, and adaln's projection of each block
     assert len(quantized_names(model)) == 2 * 4 + 2 and "quantize=int8: 10 linear layers" in caplog.text
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 48), (3, 5, 48), (7, 48)])
+def test_lean_int8_linear_is_torchs_module_bit_for_bit(shape):
+    """Int8Linear calls the kernel itself: the same outputs as torch.ao's module (same packed weights)."""
+    torch.manual_seed(0)
+    float_layer = nn.Sequential(nn.Linear(48, 80))
+    ours = quantize_model(float_layer, "int8")[0]
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torchs = quantize_dynamic(float_layer, {"0": per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
+    assert type(ours) is Int8Linear and type(torchs) is DynamicQuantizedLinear
+    x = torch.randn(shape) * 3
+    assert torch.equal(ours(x), torchs(x))
