@@ -140,3 +140,18 @@ def test_only_the_config_module_turns_names_into_code():
 def test_render_settings_are_checked_at_start_up(compose_train, override, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_train("ckpt=x", override, config_name="generate"), GenerateSchema)
+
+
+MODEL_CONFIGS = sorted(p.stem for p in (Path(lyria.__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_every_model_config_gives_its_mixers_the_attention_dropout_it_names(compose_train, name):
+    from lyria.models.lm import build_model
+
+    cfg = validate(compose_train(f"model={name}"), TrainSchema)
+    tokenizer = build(cfg.tokenizer, "tokenizer")
+    model = build_model(cfg.model, tokenizer)
+    expected = cfg.model.dropout if cfg.model.attention_dropout is None else cfg.model.attention_dropout
+    assert {block.mixer.dropout for block in model.blocks} == {expected}
+    assert model.drop.p == cfg.model.dropout
