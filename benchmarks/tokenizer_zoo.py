@@ -22,11 +22,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from symusic import Score
 
 from lyria.cli import CONF_DIR
+from lyria.config import build as build_node
 from lyria.data.notes import notes_from_score
 from lyria.data.prepare import assign_split, convert_pieces
 from lyria.data.sources import Music21CorpusSource
@@ -67,7 +67,7 @@ def load_pieces(args) -> dict[str, list[dict]]:
 def build(name: str, learned: int | None = None):
     cfg = OmegaConf.load(TOKENIZER_DIR / f"{name}.yaml")
     cfg.learned_vocab_size = learned
-    return instantiate(cfg)
+    return build_node(cfg, f"tokenizer ({name})")
 
 
 def throughput(tokenizer, rows: list[dict]) -> dict:

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lyria.models.dropout import Dropout
-
 from lyria.models.mixers.attention import AttentionMixer
 from lyria.models.mixers.base import Mixer, MixerContext
 from lyria.models.positions import RotaryPosition
