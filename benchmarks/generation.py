@@ -4,8 +4,10 @@ Same dimensions (6 layers, d_model 384, 6 heads, d_ff 1536, the REMI vocabulary)
 decoding, 512 new tokens from BOS, EOS forbidden on both sides, batch 1 and 8, CPU. GPT-2 runs in fp32; ours
 in fp32 (the like-for-like comparison) and with `quantize: int8` (lyria.generation.quantize: torch.ao's dynamic
 int8 quantization of the blocks' linear layers), each precision with its own rows. Ours runs the
-full sampler (special-token mask, the grammar mask on or off, top-k 1, bar trackers); a bare cached
-loop over each model's forward shows the per-token model overhead. One thread by default; speeds
+full sampler (special-token mask, the grammar mask on or off, top-k 1, bar trackers; its steps go through
+lyria.models.decode.DecodeStep); bare cached loops over each model's forward (`bare_loop`) and over its
+DecodeStep (`step_loop`) show the per-token model overhead and what flattening the step removes, and the
+linear layers' matrix-vector products alone (`linears_only`) the ceiling of a model's speed with these kernels. One thread by default; speeds
 and ratios use the process's CPU time (wall time is recorded too), so that a machine shared with other
 jobs slows every method alike. Each round runs every method right after a GPT-2 `generate()` run, and a
 method's speed against GPT-2 is the median over rounds of those pairs' ratios: a pair sees the same speed
@@ -32,6 +34,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from lyria.generation.processors import GrammarMask, LogitsProcessor, SpecialTokenMask, TopK  # noqa: E402
 from lyria.generation.quantize import quantize_model  # noqa: E402
 from lyria.generation.sampler import Limits, Sampler  # noqa: E402
+from lyria.models.decode import DecodeStep, linear_kernel  # noqa: E402
 from lyria.models.lm import LyriaLM  # noqa: E402
 from lyria.tokenizers import LyriaTokenizer  # noqa: E402
 from lyria.training.precision import cpu_name  # noqa: E402
@@ -99,14 +102,27 @@ def run_sampler(sampler: TimedSampler, tokenizer, batch: int) -> float | tuple[f
 
 
 @torch.inference_mode()
-def run_bare(model: LyriaLM, batch: int, bos: int) -> None:
-    """A cached greedy loop over the model's forward, nothing else."""
+def run_bare(model: LyriaLM, batch: int, bos: int, step=None) -> None:
+    """A cached greedy loop over the model's forward (or `step`, a DecodeStep of it), nothing else."""
+    step = step or model
     tokens = torch.full((batch, 1), bos, dtype=torch.long)
     bars = torch.zeros(batch, 1, dtype=torch.long)
-    logits, cache = model(tokens, bar_ids=bars, cache=model.new_cache())
+    logits, cache = step(tokens, bar_ids=bars, cache=model.new_cache())
     for _ in range(NEW_TOKENS):
         tokens = logits[:, -1].argmax(-1, keepdim=True)
-        logits, cache = model(tokens, bar_ids=bars, cache=cache)
+        logits, cache = step(tokens, bar_ids=bars, cache=cache)
+
+
+@torch.inference_mode()
+def run_linears(model: LyriaLM, batch: int) -> None:
+    """The decoding steps' matrix-vector products alone: every linear layer of the blocks and the output head, with
+    inputs of their widths, NEW_TOKENS times. What the model's steps would cost if nothing else did: the ceiling
+    of its speed with these kernels."""
+    layers = [m for b in model.blocks for m in (b.mixer.qkv, b.mixer.out, b.ffn.up, b.ffn.down)] + list(model.heads)
+    calls = [(linear_kernel(m), torch.randn(batch, 1, m.in_features)) for m in layers]
+    for _ in range(NEW_TOKENS):
+        for kernel, x in calls:
+            kernel(x)
 
 
 @torch.inference_mode()
@@ -153,6 +169,8 @@ def main() -> None:
                 samplers[name] = sampler = TimedSampler(model, tokenizer, processors)
                 methods[name] = lambda b, s=sampler: run_sampler(s, tokenizer, b)
             methods[f"{prefix}_bare_loop"] = lambda b, m=model: run_bare(m, b, bos)
+            methods[f"{prefix}_step_loop"] = lambda b, m=model, d=DecodeStep(model): run_bare(m, b, bos, d)
+            methods[f"{prefix}_linears_only"] = lambda b, m=model: run_linears(m, b)
     best: dict[tuple[int, str], tuple[float, float, float | None]] = {}  # CPU s, wall s, share outside the model
     ratios: dict[tuple[int, str], list[float]] = {}  # per round: GPT-2 generate()'s CPU s / this method's, run back to back
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from lyria.config import ConfigError
 from lyria.generation.processors import LogitsProcessor, StepContext
+from lyria.models.decode import DecodeStep
 
 STOP_EOS = "eos"
 STOP_SEP = "sep"
@@ -218,6 +219,8 @@ class Sampler:
             processor.bind(tokenizer)
         self.device = torch.device(device)
         self.window = window or ContextWindow()
+        # one-token steps through the cache without module calls (the same results; the forward otherwise)
+        self.step = DecodeStep.of(self.model)
 
     def _forward(self, tokens: Tensor, bar_ids: Tensor, cond: dict | None, cache, guidance: Guidance | None = None):
         """The model's logits of the last position, one (B, V) tensor per field, and the cache.
@@ -233,7 +236,7 @@ class Sampler:
                 uncond[:, : len(head)] = head
             tokens, bar_ids = torch.cat([tokens, uncond]), torch.cat([bar_ids, bar_ids])
             cond = _concat(cond, _select(guidance.cond, [0] * rows))
-        logits, cache = self.model(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
+        logits, cache = self.step(tokens, bar_ids=bar_ids, cond=cond, cache=cache)
         fields = [f[:, -1].float() for f in (logits if isinstance(logits, list) else [logits])]
         if guidance is not None:
             fields = [guidance.combine(f[:rows], f[rows:]) for f in fields]
