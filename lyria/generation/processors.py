@@ -76,12 +76,12 @@ class SpecialTokenMask(LogitsProcessor):
     EOS ends a piece, SEP ends an infilled span (then EOS is forbidden: the piece goes on after the span)."""
 
     def __init__(self) -> None:
-        self._banned: dict[tuple[int, int, str], Tensor] = {}
+        self._banned: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
         tok = ctx.tokenizer
         end = tok.eos_id if ctx.end_id is None else ctx.end_id
-        key = (logits.shape[-1], end, str(logits.device))
+        key = (logits.shape[-1], end, logits.device)
         if key not in self._banned:
             banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             banned[: tok.num_special] = True
@@ -108,7 +108,7 @@ class GrammarMask(LogitsProcessor):
         if ctx.field == 0 and ctx.end_id is not None and ctx.end_id != tok.eos_id:
             keep = keep.clone()
             keep[:, ctx.end_id] = keep[:, tok.eos_id]  # the task's end token is legal where EOS would be
-        return logits.masked_fill(~keep, float("-inf"))
+        return torch.where(keep, logits, float("-inf"))
 
 
 class Temperature(PerField):
@@ -135,7 +135,7 @@ class TopK(LogitsProcessor):
     def __call__(self, logits: Tensor, ctx: StepContext) -> Tensor:
         if self.k is None or self.k >= logits.shape[-1]:
             return logits
-        kth = torch.topk(logits, self.k, dim=-1).values[:, -1:]
+        kth = logits.amax(-1, keepdim=True) if self.k == 1 else torch.topk(logits, self.k, dim=-1).values[:, -1:]
         return logits.masked_fill(logits < kth, float("-inf"))
 
 

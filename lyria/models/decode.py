@@ -104,7 +104,7 @@ def unsupported(model: nn.Module) -> str | None:
 class _Layer:
     """What one block's step needs, resolved once."""
 
-    def __init__(self, block: Block, conditioner: Conditioner, position: Positional) -> None:
+    def __init__(self, block: Block, conditioner: Conditioner) -> None:
         self.index = block.layer
         self.norm1 = (block.norm1.normalized_shape, block.norm1.weight, block.norm1.bias, block.norm1.eps)
         self.norm2 = (block.norm2.normalized_shape, block.norm2.weight, block.norm2.bias, block.norm2.eps)
@@ -142,7 +142,7 @@ class DecodeStep:
         self.model = model
         conditioner, position = model.conditioner, model.position
         self.conditioner, self.position = conditioner, position
-        self.layers = [_Layer(block, conditioner, position) for block in model.blocks]
+        self.layers = [_Layer(block, conditioner) for block in model.blocks]
         self.norm = (model.norm.normalized_shape, model.norm.weight, model.norm.bias, model.norm.eps)
         self.heads = [linear_kernel(head) for head in model.heads]
         embedding = model.embeddings[0]
@@ -201,7 +201,7 @@ class DecodeStep:
                         q, k = position.rotate(q, k, positions, positions)
                 k, v = append_keys(layers[i], k, v, layer.keep)
                 y = layer.attend(q, k, v, positions, position)
-                mixed = layer.out(y.transpose(1, 2).reshape(batch, 1, -1))
+                mixed = layer.out(y.reshape(batch, 1, -1))  # (B, H, 1, Dh): heads side by side, as transpose(1, 2) puts them
             else:
                 mixed, layers[i] = layer.forward(h, ctx, layers[i])
             if layer.gate is not None:

@@ -68,6 +68,11 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
+    """norm -> mixer -> residual -> (cross-attention) -> norm -> FFN -> residual, with the conditioner's hooks.
+
+    lyria.models.decode.DecodeStep computes the same for one-token decoding steps without module calls: a change
+    here needs the same change there (tests/models/test_decode_step.py compares the two for every variant)."""
+
     def __init__(self, d_model: int, d_ff: int, dropout: float, mixer: nn.Module, layer: int) -> None:
         super().__init__()
         self.layer = layer

@@ -40,6 +40,8 @@ class _MaskTable:
     def gather(self, slots: list[int]) -> torch.Tensor:
         if self.stacked is None:
             self.stacked = torch.stack(self.masks)
+        if len(slots) == 1:  # batch 1: a view (indexing with a list builds an index tensor and copies)
+            return self.stacked.narrow(0, slots[0], 1)
         return self.stacked[slots]
 
 
@@ -70,7 +72,9 @@ class Grammar:
 
         A row with no legal id gets an all-true mask (the sampler then leaves it to the decoder's repair).
         """
-        table = self._memo.setdefault(field, _MaskTable())
+        table = self._memo.get(field)
+        if table is None:
+            table = self._memo[field] = _MaskTable()
         rows = []
         for row, tracker in enumerate(trackers):
             prev = None if previous is None else previous[row]
@@ -155,6 +159,7 @@ class TypeGraphGrammar(Grammar):
             mask = np.array([t is not None and (state == START or t in follows) for t in self.first_type]) & carries
             self.after[state] = mask & ~special
         self.position_types = self.leading_position >= 0
+        self.has_positions = bool(self.position_types.any())  # read at every step: a numpy reduction once
 
     def _state(self, previous) -> str:
         if previous is None:
@@ -166,14 +171,14 @@ class TypeGraphGrammar(Grammar):
 
     def key(self, field: int, tracker: BarTracker, previous, partial) -> tuple:
         state = self._state(previous)
-        positions = (_position_floor(state, tracker), self._positions_per_bar(tracker)) if self.position_types.any() else None
+        positions = (_position_floor(state, tracker), self._positions_per_bar(tracker)) if self.has_positions else None
         sounding = tuple(sorted((p, c) for p, c in tracker.sounding.items() if c))
         return state, positions, tracker.n_notes > 0, sounding
 
     def allowed(self, field: int, tracker: BarTracker, previous, partial) -> np.ndarray:
         state = self._state(previous)
         mask = self.after.get(state, self.after[START]).copy()
-        if self.position_types.any():
+        if self.has_positions:
             # within the bar and not backwards; right after Bar/TimeSig the bar's first position is free
             positions = self.leading_position
             floor = _position_floor(state, tracker)
