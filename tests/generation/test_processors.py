@@ -22,6 +22,17 @@ def test_top_k_keeps_the_k_largest():
     assert torch.isfinite(out[0, :2]).all() and torch.isfinite(out[1, 2:]).all()
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 64])
+def test_top_k_equals_a_mask_from_torch_topk(k):
+    """Every k (k = 1 takes its own path) keeps what torch.topk's k-th value allows, ties included."""
+    gen = torch.Generator().manual_seed(k)
+    logits = torch.randint(-4, 4, (6, 64), generator=gen).float()  # many ties
+    logits[0, :] = 1.0  # a row of one value
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    want = logits.masked_fill(logits < kth, float("-inf"))
+    torch.testing.assert_close(TopK(k)(logits.clone(), _ctx()), want, atol=0, rtol=0)
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     out = TopP(0.7)(LOGITS, _ctx())
     assert torch.isfinite(out[0]).tolist() == [True, True, False, False]  # 0.5 + 0.25 >= 0.7
