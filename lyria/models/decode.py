@@ -17,8 +17,9 @@ built:
 
 Anything else falls back to the model's forward: prompts and re-reads (more than one token), training mode,
 forward hooks on a module the step flattens away (see `unsupported`; hooks on the linear layers and on the
-mixers it calls do run), and blocks or feed-forward layers of other classes than lyria's own. tests/models/test_decode_step.py checks every mixer x conditioning scheme, fp32 and int8, against
-the model's forward through the cache, and the sampler (lyria.generation.sampler) uses it for every step.
+mixers it calls do run), and blocks or feed-forward layers of other classes than lyria's own.
+tests/models/test_decode_step.py checks every mixer x conditioning scheme, fp32 and int8, against the model's
+forward through the cache; the sampler (lyria.generation.sampler) uses it for every step.
 
 It holds references to the model's weights: build it after they are final (loading, quantization), as the
 sampler does.
@@ -201,7 +202,8 @@ class DecodeStep:
                         q, k = position.rotate(q, k, positions, positions)
                 k, v = append_keys(layers[i], k, v, layer.keep)
                 y = layer.attend(q, k, v, positions, position)
-                mixed = layer.out(y.reshape(batch, 1, -1))  # (B, H, 1, Dh): heads side by side, as transpose(1, 2) puts them
+                # (B, H, 1, Dh) -> (B, 1, H * Dh): with one query the heads lie side by side, as transpose(1, 2) puts them
+                mixed = layer.out(y.reshape(batch, 1, -1))
             else:
                 mixed, layers[i] = layer.forward(h, ctx, layers[i])
             if layer.gate is not None:
