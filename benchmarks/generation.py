@@ -8,12 +8,12 @@ full sampler (special-token mask, the grammar mask on or off, top-k 1, bar track
 lyria.models.decode.DecodeStep); bare cached loops over each model's forward (`bare_loop`) and over its
 DecodeStep (`step_loop`) show the per-token model overhead and what flattening the step removes, and the
 linear layers' matrix-vector products alone (`linears_only`) the ceiling of a model's speed with these
-kernels. One thread by default; speeds and ratios use the process's CPU time (wall time is recorded too), so that a machine shared with other
-jobs slows every method alike. Each round runs every method right after a GPT-2 `generate()` run, and a
-method's speed against GPT-2 is the median over rounds of those pairs' ratios: a pair sees the same speed
-of the machine, whose speed may drift by tens of percent within minutes; tokens/s are the best round. The
-share of sampler time spent outside the model's forward (processors, trackers, grammar masks,
-bookkeeping) is measured by timing the forward calls.
+kernels. One thread by default; speeds and ratios use the process's CPU time (wall time is recorded too),
+so that a machine shared with other jobs slows every method alike. Each round runs every method right after
+a GPT-2 `generate()` run, and a method's speed against GPT-2 is the median over rounds of those pairs'
+ratios: a pair sees the same speed of the machine, whose speed may drift by tens of percent within minutes;
+tokens/s are the best round. The share of sampler time spent outside the model's forward (processors,
+trackers, grammar masks, bookkeeping) is measured by timing the forward calls.
 Usage: python benchmarks/generation.py [--rounds 3] [--threads 1] [--batches 1 8]
 """
 
