@@ -84,6 +84,20 @@ class RotaryPosition(Positional):
         if length > self.rotations.shape[0]:  # generation past the trained context
             self.rotations = self._table(2 * length, self.inv_freq)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Moves the tables with the model but keeps their dtypes: `model.to(torch.bfloat16)` (and Lightning's
+        `bf16-true` / `16-true`, which call it) would cast the complex rotations to a real dtype, dropping their
+        imaginary part with only a warning. `_rope` rotates in fp32 whatever the model's dtype."""
+        tables = {name: self._buffers.pop(name) for name in ("inv_freq", "rotations")}
+        device = tables["inv_freq"].device
+        try:
+            super()._apply(fn, recurse)
+            device = fn(torch.zeros(1, device=device)).device  # where the rest of the model went
+        finally:
+            for name, table in tables.items():
+                self.register_buffer(name, table.to(device), persistent=False)
+        return self
+
     def _unit_rotations(self, pos: Tensor) -> Tensor:
         """The table's rows at `pos`. Without autograd (decoding), the rows of the last positions tensor are kept:
         every layer of a forward pass rotates its queries and keys by the same one, so one lookup serves them all

@@ -163,3 +163,25 @@ def test_what_it_does_not_flatten_goes_through_the_forward(monkeypatch):
     model.train()
     step(tokens[:, :1], cache=model.new_cache())
     assert len(calls) == 3
+
+
+def test_a_bf16_model_keeps_its_rope_table_and_steps_like_the_forward():
+    """`model.to(torch.bfloat16)` (Lightning's bf16-true) keeps RoPE's complex table; steps equal the forward."""
+    import warnings
+
+    model = trained_like(conditioned_lm("attention_rope", "adaln"))
+    tokens = torch.randint(6, VOCAB, (2, 24), generator=torch.Generator().manual_seed(2))
+    bars = bar_layout(2, 24)
+    cond = {"style": torch.tensor([0, 2])}
+    with torch.inference_mode():
+        fp32, _ = model(tokens, bar_ids=bars, cond=cond)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "casting complex values to real" on the way
+        model = model.to(torch.bfloat16)
+    assert model.position.rotations.dtype == torch.complex64 and model.position.inv_freq.dtype == torch.float32
+    assert model.norm.weight.dtype == torch.bfloat16
+    with torch.inference_mode():
+        bf16, _ = model(tokens, bar_ids=bars, cond=cond)
+    error = (bf16.float() - fp32).abs().max().item()
+    assert error < 0.1 * fp32.std().item(), f"bf16 logits off by {error:.3g} (fp32 std {fp32.std().item():.3g})"
+    assert_same_decoding(model, length=24)
