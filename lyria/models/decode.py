@@ -11,9 +11,10 @@ built:
 - the conditioner's and the positional scheme's hooks are called only where their class overrides the base
   class's do-nothing hook;
 - attention mixers (`AttentionMixer` and the subclasses that change only `attend`, such as relative attention)
-  run inline: one projection, RoPE on queries and keys together, the cache write (`append_keys`, the same
-  buffers), the mixer's own `attend`, the output projection. Every other mixer (convolutions, hierarchical,
-  hybrid) is called through its `forward`, with the same `MixerContext` the model builds.
+  run inline: one projection, RoPE on queries and keys together (one `RotaryPosition.rope` call), the cache
+  write (`append_keys`, the same buffers), the mixer's own `attend`, the output projection. Every other mixer
+  (convolutions, hierarchical, hybrid) is called through its `forward`, with the same `MixerContext` the model
+  builds.
 
 Anything else falls back to the model's forward: prompts and re-reads (more than one token), training mode,
 forward hooks on a module the step flattens away (see `unsupported`; hooks on the linear layers and on the
@@ -152,9 +153,8 @@ class DecodeStep:
         self.locate = _overrides(conditioner, Conditioner, "locate")
         self.cond_embed = _overrides(conditioner, Conditioner, "embed")
         self.pos_embed = _overrides(position, Positional, "embed")
-        # RoPE's own class rotates fp32 queries and keys inline (the table row of the step's position); other
-        # schemes and dtypes through `rotate`
-        self.rope = type(position) is RotaryPosition and model.norm.weight.dtype == torch.float32
+        # RoPE rotates queries and keys in one call (its `rotate` would make two); other schemes through `rotate`
+        self.rope = isinstance(position, RotaryPosition) and type(position).rotate is RotaryPosition.rotate
         self.rotate = _overrides(position, Positional, "rotate") and not self.rope
 
     @classmethod
@@ -181,7 +181,6 @@ class DecodeStep:
             x = position.embed(x, positions)
         if self.cond_embed:
             x = conditioner.embed(x, state)
-        rotation = position.rotations[offset] if self.rope else None
         layers = cache.layers
         for layer in self.layers:
             i = layer.index
@@ -191,10 +190,8 @@ class DecodeStep:
             if layer.inline:
                 heads, head_dim = layer.heads, layer.head_dim
                 qkv = layer.qkv(h).view(batch, 3, heads, 1, head_dim)  # (B, q/k/v, H, T=1, Dh)
-                if rotation is not None:
-                    # queries and keys together: the forward's per-tensor rotation, element for element
-                    pairs = torch.view_as_complex(qkv.narrow(1, 0, 2).unflatten(-1, (-1, 2)))
-                    q, k = torch.view_as_real(pairs * rotation).flatten(-2).unbind(1)
+                if self.rope:  # queries and keys together, element for element the forward's rotation
+                    q, k = position.rope(qkv.narrow(1, 0, 2), positions).unbind(1)
                     v = qkv.select(1, 2)
                 else:
                     q, k, v = qkv.unbind(1)

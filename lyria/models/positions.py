@@ -87,7 +87,7 @@ class RotaryPosition(Positional):
     def _apply(self, fn, recurse: bool = True):
         """Moves the tables with the model but keeps their dtypes: `model.to(torch.bfloat16)` (and Lightning's
         `bf16-true` / `16-true`, which call it) would cast the complex rotations to a real dtype, dropping their
-        imaginary part with only a warning. `_rope` rotates in fp32 whatever the model's dtype."""
+        imaginary part with only a warning. `rope` rotates in fp32 whatever the model's dtype."""
         tables = {name: self._buffers.pop(name) for name in ("inv_freq", "rotations")}
         device = tables["inv_freq"].device
         try:
@@ -111,12 +111,14 @@ class RotaryPosition(Positional):
         self.__dict__["_memo"] = (pos, self.rotations, rows)
         return rows
 
-    def _rope(self, x: Tensor, pos: Tensor) -> Tensor:
+    def rope(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x (..., T, Dh) rotated by the positions `pos` (T,): queries, keys, or both stacked along a leading
+        dimension (one-token decoding rotates them together)."""
         pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
         return torch.view_as_real(pairs * self._unit_rotations(pos)).flatten(-2).to(x.dtype)
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
-        return self._rope(q, q_pos), self._rope(k, k_pos)
+        return self.rope(q, q_pos), self.rope(k, k_pos)
 
 
 def alibi_slopes(n_heads: int) -> Tensor:
