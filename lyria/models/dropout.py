@@ -4,9 +4,10 @@ On CPU, `torch.nn.functional.dropout` draws one Bernoulli sample per element fro
 Twister, one element at a time: forward and backward over an 8 x 1024 x 512 activation (lm_base at sequence
 1024, batch 8) took 27.7 ms on a 2-core AVX2 EPYC, against 8.0 ms here (and an eval-mode call 7.9 us against
 2 us, three times a layer in a forward; sampling steps through lyria.models.decode skip them). Here a CPU mask
-comes from numpy's SFC64 generator, whose raw 64-bit words give four 16-bit uniforms each; the generator is seeded by one draw from torch's global CPU generator, so
-masks follow `torch.manual_seed`, Lightning's `seed_everything` and a checkpoint's restored RNG state
-exactly as torch's own dropout does (a resumed run draws the same masks). Off CPU, and inside a
+comes from numpy's SFC64 generator, whose raw 64-bit words give four 16-bit uniforms each; the generator is
+seeded by one draw from torch's global CPU generator, so masks follow `torch.manual_seed`, Lightning's
+`seed_everything` and a checkpoint's restored RNG state exactly as torch's own dropout does (a resumed run
+draws the same masks). Off CPU, and inside a
 `torch.compile` graph, this is `torch.nn.functional.dropout`.
 
 The drop probability is rounded to a multiple of 1/65536 (0.1 becomes 6554/65536, 0.100006). The mask
